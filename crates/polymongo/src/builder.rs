@@ -1,0 +1,104 @@
+//! Making a manager from code.
+
+use std::time::Duration;
+
+use crate::config::{Options, RetryOptions};
+use crate::error::Result;
+use crate::poly::PolyMongo;
+
+/// Builds a [`PolyMongo`]. Every setter says its default; [`build`](Self::build) validates them
+/// all and names the first wrong field.
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct PolyMongoBuilder {
+    options: Options,
+}
+
+impl PolyMongoBuilder {
+    /// A builder from [`Options`] (for example read from a file).
+    pub fn from_options(options: Options) -> Self {
+        Self { options }
+    }
+
+    /// Connection string of the main cluster. Required.
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.options.uri = uri.into();
+        self
+    }
+
+    /// Database used by [`ModelHandle::default_db`](crate::ModelHandle::default_db). Default:
+    /// the database in the URI's path, else `"test"`.
+    pub fn default_db(mut self, name: impl Into<String>) -> Self {
+        self.options.default_db = Some(name.into());
+        self
+    }
+
+    /// Most connections of each pool. Default: the URI's `maxPoolSize`, else 10. At least 1.
+    pub fn max_pool_size(mut self, size: u32) -> Self {
+        self.options.max_pool_size = Some(size);
+        self
+    }
+
+    /// Connections each pool keeps open while idle. Default 0. At most `max_pool_size`.
+    pub fn min_free_connections(mut self, count: u32) -> Self {
+        self.options.min_free_connections = count;
+        self
+    }
+
+    /// Idle connections older than this are closed. Default: never.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.options.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// `true` (default): connect on first use. `false`: `build` connects the main pool, with
+    /// [`retry`](Self::retry), and fails if the cluster does not answer.
+    pub fn cold_start(mut self, cold: bool) -> Self {
+        self.options.cold_start = cold;
+        self
+    }
+
+    /// Application name sent to the server. Default: the URI's `appName`, else none. At most
+    /// 128 bytes.
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.options.app_name = Some(name.into());
+        self
+    }
+
+    /// Connect retry: `attempts` in all (at least 1), `interval` between them. Default 3 × 1 s.
+    pub fn retry(mut self, attempts: u32, interval: Duration) -> Self {
+        self.options.retry = RetryOptions { attempts, interval };
+        self
+    }
+
+    /// How long an operation waits for a suitable server. Default: the driver's 30 s.
+    pub fn server_selection_timeout(mut self, timeout: Duration) -> Self {
+        self.options.server_selection_timeout = Some(timeout);
+        self
+    }
+
+    /// How long opening one connection may take. Default: the driver's 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The options as set so far.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Validates the options and makes the manager.
+    ///
+    /// Async because a `mongodb+srv://` URI is resolved here (DNS only). With `cold_start`
+    /// (the default) no connection to MongoDB is opened; otherwise the main pool is connected
+    /// and pinged, with retries.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the wrong field,
+    /// [`Error::NoRuntime`](crate::Error::NoRuntime) outside tokio, and with `cold_start(false)`
+    /// the connection error of the last attempt.
+    pub async fn build(self) -> Result<PolyMongo> {
+        PolyMongo::from_options(self.options).await
+    }
+}

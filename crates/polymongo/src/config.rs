@@ -1,0 +1,318 @@
+//! The manager's options as plain data, so they can come from code, a file or the environment,
+//! and one validation that turns every mistake into an [`Error::Config`] naming the field.
+
+use std::fmt;
+use std::time::Duration;
+
+use mongodb::options::{ClientOptions, ConnectionString};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::name::validate_database_name;
+use crate::redact::{redact_uri, scrub};
+
+/// Default size of each connection pool, as in the npm package.
+pub const DEFAULT_MAX_POOL_SIZE: u32 = 10;
+/// Database used when neither the options nor the URI name one (the driver's convention).
+pub const FALLBACK_DEFAULT_DB: &str = "test";
+/// MongoDB truncates application names longer than this in the handshake; we refuse them.
+pub const MAX_APP_NAME_BYTES: usize = 128;
+
+/// Options of a [`PolyMongo`](crate::PolyMongo) manager.
+///
+/// Built with [`PolyMongo::builder`](crate::PolyMongo::builder), or deserialised (every field
+/// has a default; unknown fields are refused so a typo does not pass silently):
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let options: polymongo::Options = serde_json::from_str(r#"{
+///     "uri": "mongodb://127.0.0.1:27017",
+///     "default_db": "main",
+///     "max_pool_size": 20,
+///     "idle_timeout": "5m",
+///     "retry": { "attempts": 5, "interval": "500ms" }
+/// }"#)?;
+/// assert_eq!(options.max_pool_size, Some(20));
+/// # Ok(()) }
+/// ```
+///
+/// `Debug` shows the URI with its password replaced by `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// Connection string of the main cluster (`mongodb://` or `mongodb+srv://`). Required.
+    pub uri: String,
+    /// Database used by [`ModelHandle::default_db`](crate::ModelHandle::default_db). Default:
+    /// the database in the URI's path, else `"test"`.
+    pub default_db: Option<String>,
+    /// Most connections each pool opens. Default: the URI's `maxPoolSize`, else 10.
+    pub max_pool_size: Option<u32>,
+    /// Connections each pool keeps open even when idle (the driver's `minPoolSize`). Default 0.
+    pub min_free_connections: u32,
+    /// Idle connections older than this are closed by the driver (`maxIdleTimeMS`). Default: never.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// `true` (the default): no connection is opened until a database is first used.
+    /// `false`: [`build`](crate::PolyMongoBuilder::build) connects the main pool and checks it.
+    pub cold_start: bool,
+    /// Name sent to the server in the handshake (shown in its logs and `currentOp`).
+    /// Default: the URI's `appName`, else none.
+    pub app_name: Option<String>,
+    /// How [`PolyMongo::connect`](crate::PolyMongo::connect) retries a cluster that does not answer.
+    pub retry: RetryOptions,
+    /// How long the driver looks for a suitable server before an operation fails
+    /// (`serverSelectionTimeoutMS`). Default: the URI's value, else the driver's 30 s.
+    #[serde(with = "humantime_serde")]
+    pub server_selection_timeout: Option<Duration>,
+    /// How long opening one connection may take (`connectTimeoutMS`). Default: the URI's
+    /// value, else the driver's 10 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Retry of the first connection, as the npm package's `retry` option.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryOptions {
+    /// Attempts in all, the first included. At least 1. Default 3.
+    pub attempts: u32,
+    /// Pause between attempts. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            default_db: None,
+            max_pool_size: None,
+            min_free_connections: 0,
+            idle_timeout: None,
+            cold_start: true,
+            app_name: None,
+            retry: RetryOptions::default(),
+            server_selection_timeout: None,
+            connect_timeout: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("uri", &redact_uri(&self.uri))
+            .field("default_db", &self.default_db)
+            .field("max_pool_size", &self.max_pool_size)
+            .field("min_free_connections", &self.min_free_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("cold_start", &self.cold_start)
+            .field("app_name", &self.app_name)
+            .field("retry", &self.retry)
+            .field("server_selection_timeout", &self.server_selection_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+fn config(field: &'static str, message: impl Into<String>) -> Error {
+    Error::Config {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Options after validation, with the driver's options resolved.
+pub(crate) struct Resolved {
+    pub(crate) default_db: String,
+    pub(crate) client_options: ClientOptions,
+    pub(crate) cluster_label: String,
+}
+
+impl Options {
+    /// Checks every field that can be checked without I/O. Errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        self.connection_string()?;
+        if let Some(db) = &self.default_db {
+            validate_database_name(db).map_err(|e| config("default_db", e.to_string()))?;
+        }
+        if self.max_pool_size == Some(0) {
+            return Err(config("max_pool_size", "must be at least 1"));
+        }
+        let max = self.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE);
+        if self.min_free_connections > max {
+            return Err(config(
+                "min_free_connections",
+                format!(
+                    "{} is more than max_pool_size ({max})",
+                    self.min_free_connections
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("server_selection_timeout", self.server_selection_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value == Some(Duration::ZERO) {
+                return Err(config(field, "must be longer than zero"));
+            }
+        }
+        if let Some(name) = &self.app_name {
+            if name.len() > MAX_APP_NAME_BYTES {
+                return Err(config(
+                    "app_name",
+                    format!(
+                        "is {} bytes long; MongoDB accepts at most {MAX_APP_NAME_BYTES}",
+                        name.len()
+                    ),
+                ));
+            }
+        }
+        if self.retry.attempts == 0 {
+            return Err(config("retry.attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn connection_string(&self) -> Result<ConnectionString> {
+        if self.uri.trim().is_empty() {
+            return Err(config("uri", "is required (a mongodb:// or mongodb+srv:// connection string)"));
+        }
+        ConnectionString::parse(&self.uri).map_err(|e| {
+            config(
+                "uri",
+                format!("{}: {}", redact_uri(&self.uri), scrub(&e.to_string(), &self.uri)),
+            )
+        })
+    }
+
+    /// Validates, then resolves the URI into driver options (SRV and TXT lookups for
+    /// `mongodb+srv://`, which is why building is async).
+    pub(crate) async fn resolve(&self) -> Result<Resolved> {
+        self.validate()?;
+        let conn = self.connection_string()?;
+        let cluster_label = redact_uri(&self.uri);
+        let mut opts = ClientOptions::parse(conn).await.map_err(|e| {
+            config(
+                "uri",
+                format!("{cluster_label}: {}", scrub(&e.to_string(), &self.uri)),
+            )
+        })?;
+        let default_db = match (&self.default_db, &opts.default_database) {
+            (Some(db), _) => db.clone(),
+            (None, Some(db)) => {
+                validate_database_name(db).map_err(|e| config("uri", e.to_string()))?;
+                db.clone()
+            }
+            (None, None) => FALLBACK_DEFAULT_DB.to_owned(),
+        };
+        let max = self
+            .max_pool_size
+            .or(opts.max_pool_size)
+            .unwrap_or(DEFAULT_MAX_POOL_SIZE);
+        if self.min_free_connections > max {
+            return Err(config(
+                "min_free_connections",
+                format!("{} is more than the pool size ({max})", self.min_free_connections),
+            ));
+        }
+        opts.max_pool_size = Some(max);
+        opts.min_pool_size = Some(self.min_free_connections);
+        if self.idle_timeout.is_some() {
+            opts.max_idle_time = self.idle_timeout;
+        }
+        if self.app_name.is_some() {
+            opts.app_name.clone_from(&self.app_name);
+        }
+        if self.server_selection_timeout.is_some() {
+            opts.server_selection_timeout = self.server_selection_timeout;
+        }
+        if self.connect_timeout.is_some() {
+            opts.connect_timeout = self.connect_timeout;
+        }
+        Ok(Resolved {
+            default_db,
+            client_options: opts,
+            cluster_label,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(uri: &str) -> Options {
+        Options {
+            uri: uri.to_owned(),
+            ..Options::default()
+        }
+    }
+
+    fn field_of(e: Error) -> &'static str {
+        match e {
+            Error::Config { field, .. } => field,
+            other => panic!("expected a config error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_validate_once_a_uri_is_given() {
+        assert_eq!(field_of(Options::default().validate().unwrap_err()), "uri");
+        opts("mongodb://127.0.0.1:27017").validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let base = opts("mongodb://h");
+        let cases: Vec<(Options, &str)> = vec![
+            (opts("http://h"), "uri"),
+            (opts("mongodb://h:notaport"), "uri"),
+            (Options { default_db: Some("a/b".into()), ..base.clone() }, "default_db"),
+            (Options { max_pool_size: Some(0), ..base.clone() }, "max_pool_size"),
+            (Options { min_free_connections: 11, ..base.clone() }, "min_free_connections"),
+            (Options { idle_timeout: Some(Duration::ZERO), ..base.clone() }, "idle_timeout"),
+            (Options { app_name: Some("x".repeat(129)), ..base.clone() }, "app_name"),
+            (
+                Options { retry: RetryOptions { attempts: 0, interval: Duration::ZERO }, ..base.clone() },
+                "retry.attempts",
+            ),
+        ];
+        for (o, want) in cases {
+            assert_eq!(field_of(o.validate().unwrap_err()), want, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn password_never_shown() {
+        let o = opts("mongodb://admin:hunter2@h:notaport/");
+        let e = o.validate().unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter2"));
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn deserialises_with_human_durations_and_refuses_unknown_fields() {
+        let o: Options = toml::from_str(
+            "uri = \"mongodb://h\"\nidle_timeout = \"2m\"\n[retry]\nattempts = 5\ninterval = \"250ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(o.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(o.retry.attempts, 5);
+        assert_eq!(o.retry.interval, Duration::from_millis(250));
+        assert!(o.cold_start);
+        let err = toml::from_str::<Options>("uri = \"mongodb://h\"\nmax_pool = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_pool"), "{err}");
+    }
+}

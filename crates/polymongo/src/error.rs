@@ -1,0 +1,168 @@
+//! The one error type of the crate.
+//!
+//! Every variant names what went wrong and where (the option field, the database name, the
+//! cluster with its password redacted). Driver errors are kept whole as the `source()` so their
+//! labels and kinds stay available, and [`Error::is_retryable`] answers the question a caller
+//! usually has.
+
+use std::time::Duration;
+
+use mongodb::error::{
+    ErrorKind as DriverKind, RETRYABLE_ERROR, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR,
+};
+
+use crate::name::NameRule;
+
+/// `Result` with [`Error`] as its error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in polymongo.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An option is invalid. Raised by [`PolyMongoBuilder::build`](crate::PolyMongoBuilder::build)
+    /// before anything connects.
+    #[error("invalid option `{field}`: {message}")]
+    Config {
+        /// The option's name, as in the builder and the configuration file (`uri`, `max_pool_size`…).
+        field: &'static str,
+        /// What is wrong with it. Never contains a password.
+        message: String,
+    },
+
+    /// A database or collection name that MongoDB would refuse.
+    #[error("invalid {what} name {name:?}: {rule}")]
+    InvalidName {
+        /// `"database"` or `"collection"`.
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        rule: NameRule,
+    },
+
+    /// The cluster could not be reached (server selection failed, the network broke).
+    #[error("cannot reach cluster {cluster}: {source}")]
+    Connection {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
+    /// An operation of the library did not finish in time.
+    #[error("timed out after {after:?} while {during}")]
+    Timeout {
+        /// What was being done.
+        during: &'static str,
+        /// The bound that was exceeded.
+        after: Duration,
+    },
+
+    /// The manager was closed by [`PolyMongo::close_all`](crate::PolyMongo::close_all); it hands
+    /// out no new work.
+    #[error("polymongo is closed: no new operations are accepted")]
+    Closed,
+
+    /// No tokio runtime was running where one was needed (building the manager).
+    #[error("polymongo needs a tokio runtime: build it from async code running on tokio")]
+    NoRuntime,
+
+    /// Any other error from the driver or the server.
+    #[error(transparent)]
+    Driver(#[from] mongodb::error::Error),
+}
+
+/// The kind of an [`Error`], for matching without destructuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::Config`].
+    Config,
+    /// See [`Error::InvalidName`].
+    InvalidName,
+    /// See [`Error::Connection`].
+    Connection,
+    /// See [`Error::Timeout`].
+    Timeout,
+    /// See [`Error::Closed`].
+    Closed,
+    /// See [`Error::NoRuntime`].
+    NoRuntime,
+    /// See [`Error::Driver`].
+    Driver,
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. } => ErrorKind::Config,
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Closed => ErrorKind::Closed,
+            Error::NoRuntime => ErrorKind::NoRuntime,
+            Error::Driver(_) => ErrorKind::Driver,
+        }
+    }
+
+    /// Whether trying the same thing again may succeed: the network or the cluster failed, a
+    /// bound was hit, or the driver labelled the error retryable or transient.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connection { .. } | Error::Timeout { .. } => true,
+            Error::Driver(e) => driver_is_retryable(e),
+            Error::Config { .. } | Error::InvalidName { .. } | Error::Closed | Error::NoRuntime => {
+                false
+            }
+        }
+    }
+
+    /// The driver's error, when this error came from the driver.
+    pub fn driver_error(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            Error::Connection { source, .. } => Some(source),
+            Error::Driver(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Classifies a driver error met while talking to `cluster` (already redacted).
+    pub(crate) fn from_driver(source: mongodb::error::Error, cluster: &str) -> Self {
+        if driver_is_unreachable(&source) {
+            Error::Connection {
+                cluster: cluster.to_owned(),
+                source,
+            }
+        } else {
+            Error::Driver(source)
+        }
+    }
+}
+
+fn driver_is_unreachable(e: &mongodb::error::Error) -> bool {
+    matches!(
+        *e.kind,
+        DriverKind::ServerSelection { .. } | DriverKind::Io(_) | DriverKind::ConnectionPoolCleared { .. }
+    )
+}
+
+/// Server error codes after which the same command may succeed (the retryable-reads
+/// specification's list: primary stepped down, node recovering or shutting down, host
+/// unreachable, network timeout, exceeded time limit…).
+const RETRYABLE_CODES: [i32; 13] = [
+    11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 134, 262,
+];
+
+fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
+    if driver_is_unreachable(e)
+        || e.contains_label(RETRYABLE_WRITE_ERROR)
+        || e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || e.contains_label(RETRYABLE_ERROR)
+    {
+        return true;
+    }
+    matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+}

@@ -1,0 +1,219 @@
+//! Typed models and their handles on any database.
+//!
+//! `poly.model::<User>()` gives a [`ModelHandle`]; `.db("tenant_1")?` gives a [`DbHandle`],
+//! which dereferences to the driver's own [`mongodb::Collection<User>`], so every driver
+//! operation and option works unchanged (`.find(filter).batch_size(7).await`).
+//!
+//! Each model keeps a cache of its collection handles by database name. A warm `.db(name)` is
+//! one map lookup, a check that the database's pool is still open, and two reference-count
+//! increments; building the handle from the client (`client.database(n).collection(c)`, two
+//! string allocations) happens once per database and model.
+
+use std::any::Any;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use mongodb::Collection;
+
+use crate::error::Result;
+use crate::name::validate_collection_name;
+use crate::poly::PolyMongo;
+use crate::routing::DbSlot;
+
+/// A document type stored in one collection.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct User {
+///     name: String,
+///     role: String,
+/// }
+///
+/// impl polymongo::Model for User {
+///     const COLLECTION: &'static str = "users";
+/// }
+/// ```
+///
+/// The driver's operations need `T: Serialize` to write and `T: DeserializeOwned` to read;
+/// the trait itself asks only for the collection name.
+pub trait Model: Send + Sync + 'static {
+    /// The collection's name, the same in every database. Checked when the model is first used
+    /// on a database: no `$`, no NUL, not empty, not `system.`.
+    const COLLECTION: &'static str;
+}
+
+/// Collection handles of one model, by database name.
+pub(crate) struct ModelCache<T: Send + Sync> {
+    entries: DashMap<Box<str>, Cached<T>>,
+}
+
+struct Cached<T: Send + Sync> {
+    collection: Collection<T>,
+    slot: Arc<DbSlot>,
+}
+
+impl<T: Send + Sync> ModelCache<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: DashMap::new(),
+        }
+    }
+}
+
+/// A model on every database: the result of [`PolyMongo::model`].
+///
+/// Cheap to clone; keep one and call [`db`](Self::db) per request.
+pub struct ModelHandle<T: Model> {
+    poly: PolyMongo,
+    cache: Arc<ModelCache<T>>,
+}
+
+impl<T: Model> Clone for ModelHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            poly: self.poly.clone(),
+            cache: Arc::clone(&self.cache),
+        }
+    }
+}
+
+impl<T: Model> fmt::Debug for ModelHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("model", &std::any::type_name::<T>())
+            .field("collection", &T::COLLECTION)
+            .field("databases", &self.cache.entries.len())
+            .finish()
+    }
+}
+
+impl<T: Model> ModelHandle<T> {
+    pub(crate) fn new(poly: PolyMongo, cache: Arc<ModelCache<T>>) -> Self {
+        Self { poly, cache }
+    }
+
+    /// The model's collection in database `name`, on the pool `name` is routed to.
+    ///
+    /// The first call for a database checks its name and opens the pool if it is the first use
+    /// of that pool (cold start); later calls are a cache lookup.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a name MongoDB would refuse (or an
+    /// invalid [`Model::COLLECTION`]), [`Error::Closed`](crate::Error::Closed) after
+    /// [`close_all`](PolyMongo::close_all).
+    #[inline]
+    pub fn db(&self, name: &str) -> Result<DbHandle<T>> {
+        if let Some(hit) = self.cache.entries.get(name) {
+            if hit.slot.is_live() {
+                return Ok(DbHandle {
+                    collection: hit.collection.clone(),
+                    slot: Arc::clone(&hit.slot),
+                });
+            }
+        }
+        self.db_cold(name)
+    }
+
+    #[cold]
+    fn db_cold(&self, name: &str) -> Result<DbHandle<T>> {
+        validate_collection_name(T::COLLECTION)?;
+        let slot = self.poly.router().resolve(name)?;
+        let collection = slot.database.collection::<T>(T::COLLECTION);
+        self.cache.entries.insert(
+            name.into(),
+            Cached {
+                collection: collection.clone(),
+                slot: Arc::clone(&slot),
+            },
+        );
+        Ok(DbHandle { collection, slot })
+    }
+
+    /// The model's collection in the default database (the `default_db` option).
+    ///
+    /// # Errors
+    /// As [`db`](Self::db).
+    pub fn default_db(&self) -> Result<DbHandle<T>> {
+        self.db(self.poly.default_db_name())
+    }
+
+    /// The collection name of the model.
+    pub fn collection_name(&self) -> &'static str {
+        T::COLLECTION
+    }
+}
+
+/// A model cache with its type erased, so the manager can keep caches of every model in one map
+/// and clear them all when the pools close.
+pub(crate) trait AnyModelCache: Send + Sync {
+    fn clear(&self);
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<T: Model> AnyModelCache for ModelCache<T> {
+    fn clear(&self) {
+        self.entries.clear();
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// A model's collection in one database.
+///
+/// Dereferences to [`mongodb::Collection<T>`]: call the driver's operations on it directly.
+/// While it lives it keeps its database's routing entry alive, which is how the manager knows
+/// the database is in use.
+pub struct DbHandle<T: Send + Sync> {
+    collection: Collection<T>,
+    slot: Arc<DbSlot>,
+}
+
+impl<T: Send + Sync> Clone for DbHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            collection: self.collection.clone(),
+            slot: Arc::clone(&self.slot),
+        }
+    }
+}
+
+impl<T: Send + Sync> fmt::Debug for DbHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbHandle")
+            .field("namespace", &self.collection.namespace().to_string())
+            .field("cluster", &self.slot.pool.label())
+            .finish()
+    }
+}
+
+impl<T: Send + Sync> Deref for DbHandle<T> {
+    type Target = Collection<T>;
+
+    #[inline]
+    fn deref(&self) -> &Collection<T> {
+        &self.collection
+    }
+}
+
+impl<T: Send + Sync> DbHandle<T> {
+    /// The database this handle points at.
+    pub fn database_name(&self) -> &str {
+        self.slot.name()
+    }
+
+    /// The driver's collection handle.
+    pub fn collection(&self) -> &Collection<T> {
+        &self.collection
+    }
+
+    /// The driver's collection handle, giving up the handle.
+    pub fn into_collection(self) -> Collection<T> {
+        self.collection
+    }
+}

@@ -1,0 +1,248 @@
+//! The manager: one value that owns the pools, routes databases and hands out model handles.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use mongodb::bson::doc;
+use mongodb::{Client, Database};
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::builder::PolyMongoBuilder;
+use crate::config::Options;
+use crate::error::{Error, Result};
+use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
+use crate::pool::{ClusterPool, ConnectionState, Shutdown};
+use crate::routing::Router;
+
+/// Manages MongoDB connections for an application that uses many databases.
+///
+/// One connection pool per cluster is shared by every database routed to it, so using a new
+/// database costs a map entry, not a connection. Cheap to clone (an `Arc`); clones share
+/// everything.
+///
+/// Bound to the tokio runtime it was built on, like the driver's `Client`.
+#[derive(Clone)]
+pub struct PolyMongo {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    default_db: String,
+    router: Router,
+    models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
+    closed: AtomicBool,
+    closing: tokio::sync::Mutex<()>,
+    runtime: Handle,
+}
+
+/// What [`PolyMongo::close_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Pools that had a client and were shut down by this call.
+    pub pools_closed: usize,
+    /// Of those, pools still busy (cursors or sessions open) at the deadline and closed without
+    /// waiting for them.
+    pub pools_forced: usize,
+    /// The manager had already been closed by an earlier call; this one did nothing.
+    pub already_closed: bool,
+}
+
+impl fmt::Debug for PolyMongo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolyMongo")
+            .field("cluster", &self.inner.router.main_pool().label())
+            .field("default_db", &self.inner.default_db)
+            .field("state", &self.connection_state())
+            .field("databases", &self.inner.router.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl PolyMongo {
+    /// Starts a [`PolyMongoBuilder`].
+    pub fn builder() -> PolyMongoBuilder {
+        PolyMongoBuilder::default()
+    }
+
+    pub(crate) async fn from_options(options: Options) -> Result<Self> {
+        let runtime = Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let resolved = options.resolve().await?;
+        let main = Arc::new(ClusterPool::new(
+            resolved.cluster_label,
+            resolved.client_options,
+            runtime.clone(),
+        ));
+        let poly = PolyMongo {
+            inner: Arc::new(Inner {
+                default_db: resolved.default_db,
+                router: Router::new(main),
+                models: DashMap::new(),
+                closed: AtomicBool::new(false),
+                closing: tokio::sync::Mutex::new(()),
+                runtime,
+                options,
+            }),
+        };
+        if !poly.inner.options.cold_start {
+            poly.connect().await?;
+        }
+        Ok(poly)
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The options the manager was built with (`Debug` redacts the password).
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Name of the default database.
+    pub fn default_db_name(&self) -> &str {
+        &self.inner.default_db
+    }
+
+    /// A typed model on every database. Cheap; handles of the same type share one cache.
+    pub fn model<T: Model>(&self) -> ModelHandle<T> {
+        let erased = self
+            .inner
+            .models
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(ModelCache::<T>::new()))
+            .clone();
+        let cache = erased
+            .into_any()
+            .downcast::<ModelCache<T>>()
+            .unwrap_or_else(|_| unreachable!("the model map is keyed by the cache's own TypeId"));
+        ModelHandle::new(self.clone(), cache)
+    }
+
+    /// The npm package's name for [`model`](Self::model).
+    pub fn wrap_model<T: Model>(&self) -> ModelHandle<T> {
+        self.model::<T>()
+    }
+
+    /// The driver's `Database` handle for `name`, on the pool it is routed to.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`].
+    pub fn database(&self, name: &str) -> Result<Database> {
+        Ok(self.inner.router.resolve(name)?.database.clone())
+    }
+
+    /// The driver's `Client` (the pool) that serves database `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`].
+    pub fn client_for(&self, name: &str) -> Result<Client> {
+        self.inner.router.resolve(name)?.pool.client()
+    }
+
+    /// Opens the main pool now and checks that its cluster answers, retrying as the `retry`
+    /// option says. Retries only errors that may pass (unreachable, timeouts); an
+    /// authentication failure, say, is returned at once.
+    ///
+    /// # Errors
+    /// [`Error::Connection`] (or another kind) from the last attempt, [`Error::Closed`].
+    pub async fn connect(&self) -> Result<()> {
+        let default_db = self.inner.default_db.clone();
+        self.ping(&default_db).await.map(|_| ())
+    }
+
+    /// Sends `ping` to the cluster of database `name` and returns the round-trip time, retrying
+    /// as the `retry` option says.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`], [`Error::Connection`] when the cluster does
+    /// not answer within the server selection timeout on any attempt.
+    pub async fn ping(&self, name: &str) -> Result<Duration> {
+        let slot = self.inner.router.resolve(name)?;
+        let retry = self.inner.options.retry;
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            match slot.database.run_command(doc! { "ping": 1 }).await {
+                Ok(_) => {
+                    tracing::debug!(database = name, cluster = %slot.pool.label(), attempt, "ping answered");
+                    return Ok(started.elapsed());
+                }
+                Err(e) => {
+                    let err = Error::from_driver(e, slot.pool.label());
+                    if attempt >= retry.attempts || !err.is_retryable() {
+                        tracing::warn!(database = name, error = %err, attempt, "ping failed");
+                        return Err(err);
+                    }
+                    tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, "ping failed; retrying");
+                    tokio::time::sleep(retry.interval).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// State of the main pool.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.router.main_pool().state()
+    }
+
+    /// Whether the main pool is [`ConnectionState::Connected`].
+    pub fn is_connected(&self) -> bool {
+        self.connection_state() == ConnectionState::Connected
+    }
+
+    /// Whether [`close_all`](Self::close_all) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes every pool, gracefully: new work is refused at once with [`Error::Closed`],
+    /// cursors and sessions in use get up to `deadline` to finish, then the pools are shut
+    /// down without waiting. Idempotent and safe to call concurrently: the first call does the
+    /// work, later ones wait for it and report `already_closed`.
+    pub async fn close_all(&self, deadline: Duration) -> CloseReport {
+        let _one_at_a_time = self.inner.closing.lock().await;
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return CloseReport {
+                already_closed: true,
+                ..CloseReport::default()
+            };
+        }
+        self.inner.router.retire_all();
+        for cache in self.inner.models.iter() {
+            cache.clear();
+        }
+        let mut report = CloseReport::default();
+        for pool in self.inner.router.pools() {
+            match pool.shutdown(deadline).await {
+                Shutdown::NotOpen => {}
+                Shutdown::Graceful => report.pools_closed += 1,
+                Shutdown::Forced => {
+                    report.pools_closed += 1;
+                    report.pools_forced += 1;
+                }
+            }
+        }
+        tracing::info!(?report, "polymongo closed");
+        report
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Cached handles hold clones of the clients; the driver panics if the last clone of a
+        // live client is dropped outside a runtime (mongo-rust-driver #1287), which is where a
+        // manager kept in a static or returned from `main` ends up. Drop them inside ours.
+        let _in_runtime = self.runtime.enter();
+        self.models.clear();
+        self.router.retire_all();
+    }
+}

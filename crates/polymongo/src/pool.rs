@@ -1,0 +1,218 @@
+//! One driver `Client` (one connection pool) per cluster, created on first use.
+//!
+//! The pool owns the only long-lived `Client` of its cluster; database handles clone it.
+//! Creation happens under a mutex so concurrent first uses make exactly one client, and inside
+//! the runtime the manager was built on, because the driver binds a client to the runtime that
+//! created it and spawns its monitors there.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mongodb::event::sdam::SdamEvent;
+use mongodb::event::EventHandler;
+use mongodb::options::{ClientOptions, ServerAddress};
+use mongodb::Client;
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+
+/// Where a pool stands, as the npm package's `getConnectionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// No client exists: never used (cold start) or closed.
+    Disconnected,
+    /// A client exists but no server of the cluster has answered its monitor yet.
+    Connecting,
+    /// At least one server of the cluster is known and usable.
+    Connected,
+    /// [`close_all`](crate::PolyMongo::close_all) is shutting the client down.
+    Disconnecting,
+}
+
+const PHASE_IDLE: u8 = 0;
+const PHASE_OPEN: u8 = 1;
+const PHASE_CLOSING: u8 = 2;
+const PHASE_CLOSED: u8 = 3;
+
+/// What the driver's monitors have told us; shared with the event handler.
+struct Health {
+    phase: AtomicU8,
+    /// Servers whose last description was not `Unknown`.
+    available: Mutex<HashSet<ServerAddress>>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            phase: AtomicU8::new(PHASE_IDLE),
+            available: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn available(&self) -> MutexGuard<'_, HashSet<ServerAddress>> {
+        // A poisoned set is still a valid set: the handler only inserts and removes.
+        self.available.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_sdam(&self, event: SdamEvent) {
+        match event {
+            SdamEvent::ServerDescriptionChanged(e) => {
+                let usable = e.new_description.server_type() != mongodb::ServerType::Unknown;
+                let mut set = self.available();
+                if usable {
+                    set.insert(e.address);
+                } else {
+                    set.remove(&e.address);
+                }
+            }
+            SdamEvent::ServerClosed(e) => {
+                self.available().remove(&e.address);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a pool was shut down by [`ClusterPool::shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// There was no client to close.
+    NotOpen,
+    /// Every cursor and session ended before the deadline.
+    Graceful,
+    /// The deadline passed; the client was shut down without waiting.
+    Forced,
+}
+
+/// The connection pool of one cluster.
+pub(crate) struct ClusterPool {
+    label: String,
+    options: ClientOptions,
+    client: Mutex<Option<Client>>,
+    health: Arc<Health>,
+    runtime: Handle,
+}
+
+impl fmt::Debug for ClusterPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPool")
+            .field("cluster", &self.label)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ClusterPool {
+    /// `label` is the URI with its password redacted; it is all logs and errors ever show.
+    pub(crate) fn new(label: String, mut options: ClientOptions, runtime: Handle) -> Self {
+        let health = Arc::new(Health::new());
+        let observer = Arc::clone(&health);
+        options.sdam_event_handler = Some(EventHandler::callback(move |e| observer.on_sdam(e)));
+        Self {
+            label,
+            options,
+            client: Mutex::new(None),
+            health,
+            runtime,
+        }
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool's client, created now if this is the first use.
+    pub(crate) fn client(&self) -> Result<Client> {
+        let mut slot = self.slot();
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        if self.health.phase.load(Ordering::Acquire) >= PHASE_CLOSING {
+            return Err(Error::Closed);
+        }
+        let _in_runtime = self.runtime.enter();
+        let client = Client::with_options(self.options.clone())
+            .map_err(|e| Error::from_driver(e, &self.label))?;
+        self.health.phase.store(PHASE_OPEN, Ordering::Release);
+        tracing::info!(cluster = %self.label, max_pool_size = ?self.options.max_pool_size, "pool opened");
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        match self.health.phase.load(Ordering::Acquire) {
+            PHASE_OPEN if !self.health.available().is_empty() => ConnectionState::Connected,
+            PHASE_OPEN => ConnectionState::Connecting,
+            PHASE_CLOSING => ConnectionState::Disconnecting,
+            _ => ConnectionState::Disconnected,
+        }
+    }
+
+    /// Shuts the client down: waits up to `deadline` for cursors and sessions in use, then
+    /// closes without waiting. Later calls to [`client`](Self::client) fail with `Closed`.
+    pub(crate) async fn shutdown(&self, deadline: Duration) -> Shutdown {
+        self.health.phase.store(PHASE_CLOSING, Ordering::Release);
+        let taken = self.slot().take();
+        let outcome = match taken {
+            None => Shutdown::NotOpen,
+            Some(client) => {
+                let graceful = tokio::time::timeout(deadline, client.clone().shutdown()).await;
+                if graceful.is_ok() {
+                    Shutdown::Graceful
+                } else {
+                    tracing::warn!(cluster = %self.label, ?deadline, "pool still busy at the deadline; closing it without waiting");
+                    client.shutdown().immediate(true).await;
+                    Shutdown::Forced
+                }
+            }
+        };
+        self.health.phase.store(PHASE_CLOSED, Ordering::Release);
+        self.health.available().clear();
+        if outcome != Shutdown::NotOpen {
+            tracing::info!(cluster = %self.label, "pool closed");
+        }
+        outcome
+    }
+}
+
+impl Drop for ClusterPool {
+    fn drop(&mut self) {
+        // The driver panics when the last clone of a live client is dropped outside a tokio
+        // runtime (mongo-rust-driver #1287): drop ours inside the runtime it was made in.
+        if let Some(client) = self.slot().take() {
+            let _in_runtime = self.runtime.enter();
+            drop(client);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn state_follows_the_lifecycle_without_a_server() {
+        let opts = ClientOptions::parse("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100")
+            .await
+            .unwrap();
+        let pool = ClusterPool::new("test".into(), opts, Handle::current());
+        assert_eq!(pool.state(), ConnectionState::Disconnected);
+        let a = pool.client().unwrap();
+        let b = pool.client().unwrap();
+        assert_eq!(pool.state(), ConnectionState::Connecting);
+        drop((a, b));
+        assert_eq!(pool.shutdown(Duration::from_secs(5)).await, Shutdown::Graceful);
+        assert_eq!(pool.state(), ConnectionState::Disconnected);
+        assert!(matches!(pool.client(), Err(Error::Closed)));
+        assert_eq!(pool.shutdown(Duration::from_secs(5)).await, Shutdown::NotOpen);
+    }
+}
