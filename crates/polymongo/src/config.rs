@@ -186,12 +186,19 @@ impl Options {
 
     fn connection_string(&self) -> Result<ConnectionString> {
         if self.uri.trim().is_empty() {
-            return Err(config("uri", "is required (a mongodb:// or mongodb+srv:// connection string)"));
+            return Err(config(
+                "uri",
+                "is required (a mongodb:// or mongodb+srv:// connection string)",
+            ));
         }
         ConnectionString::parse(&self.uri).map_err(|e| {
             config(
                 "uri",
-                format!("{}: {}", redact_uri(&self.uri), scrub(&e.to_string(), &self.uri)),
+                format!(
+                    "{}: {}",
+                    redact_uri(&self.uri),
+                    scrub(&e.to_string(), &self.uri)
+                ),
             )
         })
     }
@@ -223,7 +230,10 @@ impl Options {
         if self.min_free_connections > max {
             return Err(config(
                 "min_free_connections",
-                format!("{} is more than the pool size ({max})", self.min_free_connections),
+                format!(
+                    "{} is more than the pool size ({max})",
+                    self.min_free_connections
+                ),
             ));
         }
         opts.max_pool_size = Some(max);
@@ -278,13 +288,49 @@ mod tests {
         let cases: Vec<(Options, &str)> = vec![
             (opts("http://h"), "uri"),
             (opts("mongodb://h:notaport"), "uri"),
-            (Options { default_db: Some("a/b".into()), ..base.clone() }, "default_db"),
-            (Options { max_pool_size: Some(0), ..base.clone() }, "max_pool_size"),
-            (Options { min_free_connections: 11, ..base.clone() }, "min_free_connections"),
-            (Options { idle_timeout: Some(Duration::ZERO), ..base.clone() }, "idle_timeout"),
-            (Options { app_name: Some("x".repeat(129)), ..base.clone() }, "app_name"),
             (
-                Options { retry: RetryOptions { attempts: 0, interval: Duration::ZERO }, ..base.clone() },
+                Options {
+                    default_db: Some("a/b".into()),
+                    ..base.clone()
+                },
+                "default_db",
+            ),
+            (
+                Options {
+                    max_pool_size: Some(0),
+                    ..base.clone()
+                },
+                "max_pool_size",
+            ),
+            (
+                Options {
+                    min_free_connections: 11,
+                    ..base.clone()
+                },
+                "min_free_connections",
+            ),
+            (
+                Options {
+                    idle_timeout: Some(Duration::ZERO),
+                    ..base.clone()
+                },
+                "idle_timeout",
+            ),
+            (
+                Options {
+                    app_name: Some("x".repeat(129)),
+                    ..base.clone()
+                },
+                "app_name",
+            ),
+            (
+                Options {
+                    retry: RetryOptions {
+                        attempts: 0,
+                        interval: Duration::ZERO,
+                    },
+                    ..base.clone()
+                },
                 "retry.attempts",
             ),
         ];

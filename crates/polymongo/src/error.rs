@@ -145,7 +145,9 @@ impl Error {
 fn driver_is_unreachable(e: &mongodb::error::Error) -> bool {
     matches!(
         *e.kind,
-        DriverKind::ServerSelection { .. } | DriverKind::Io(_) | DriverKind::ConnectionPoolCleared { .. }
+        DriverKind::ServerSelection { .. }
+            | DriverKind::Io(_)
+            | DriverKind::ConnectionPoolCleared { .. }
     )
 }
 

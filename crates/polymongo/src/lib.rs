@@ -54,7 +54,9 @@ pub use builder::PolyMongoBuilder;
 pub use config::{Options, RetryOptions, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{DbHandle, Model, ModelHandle};
-pub use name::{validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES};
+pub use name::{
+    validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,
+};
 pub use poly::{CloseReport, PolyMongo};
 pub use pool::ConnectionState;
 pub use redact::redact_uri;

@@ -13,7 +13,8 @@ pub const MAX_DATABASE_NAME_BYTES: usize = 63;
 
 /// Characters MongoDB forbids in database names (on any platform; the Windows set is the
 /// strictest and is what the server enforces for portability).
-const FORBIDDEN_IN_DATABASE: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
+const FORBIDDEN_IN_DATABASE: &[char] =
+    &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
 
 /// A naming rule a database or collection name broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +90,8 @@ fn collection_rule(name: &str) -> Option<NameRule> {
     if let Some(c) = name.chars().find(|c| *c == '\0' || *c == '$') {
         return Some(NameRule::ForbiddenChar(c));
     }
-    name.starts_with("system.").then_some(NameRule::SystemPrefix)
+    name.starts_with("system.")
+        .then_some(NameRule::SystemPrefix)
 }
 
 #[cfg(test)]
@@ -109,14 +111,22 @@ mod tests {
 
     #[test]
     fn ordinary_names_pass() {
-        for n in ["tenant_1", "a", "Analytics-2024", "ünïcode", &"x".repeat(63)] {
+        for n in [
+            "tenant_1",
+            "a",
+            "Analytics-2024",
+            "ünïcode",
+            &"x".repeat(63),
+        ] {
             assert_eq!(rule(n), None, "{n}");
         }
     }
 
     #[test]
     fn each_forbidden_character_is_named() {
-        for c in ['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0'] {
+        for c in [
+            '/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0',
+        ] {
             let name = format!("bad{c}name");
             assert_eq!(rule(&name), Some(NameRule::ForbiddenChar(c)), "{name:?}");
         }

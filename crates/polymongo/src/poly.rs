@@ -38,7 +38,6 @@ struct Inner {
     models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
     closed: AtomicBool,
     closing: tokio::sync::Mutex<()>,
-    runtime: Handle,
 }
 
 /// What [`PolyMongo::close_all`] did.
@@ -78,7 +77,7 @@ impl PolyMongo {
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,
             resolved.client_options,
-            runtime.clone(),
+            runtime,
         ));
         let poly = PolyMongo {
             inner: Arc::new(Inner {
@@ -87,7 +86,6 @@ impl PolyMongo {
                 models: DashMap::new(),
                 closed: AtomicBool::new(false),
                 closing: tokio::sync::Mutex::new(()),
-                runtime,
                 options,
             }),
         };
@@ -233,16 +231,5 @@ impl PolyMongo {
         }
         tracing::info!(?report, "polymongo closed");
         report
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Cached handles hold clones of the clients; the driver panics if the last clone of a
-        // live client is dropped outside a runtime (mongo-rust-driver #1287), which is where a
-        // manager kept in a static or returned from `main` ends up. Drop them inside ours.
-        let _in_runtime = self.runtime.enter();
-        self.models.clear();
-        self.router.retire_all();
     }
 }

@@ -184,17 +184,6 @@ impl ClusterPool {
     }
 }
 
-impl Drop for ClusterPool {
-    fn drop(&mut self) {
-        // The driver panics when the last clone of a live client is dropped outside a tokio
-        // runtime (mongo-rust-driver #1287): drop ours inside the runtime it was made in.
-        if let Some(client) = self.slot().take() {
-            let _in_runtime = self.runtime.enter();
-            drop(client);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,9 +199,15 @@ mod tests {
         let b = pool.client().unwrap();
         assert_eq!(pool.state(), ConnectionState::Connecting);
         drop((a, b));
-        assert_eq!(pool.shutdown(Duration::from_secs(5)).await, Shutdown::Graceful);
+        assert_eq!(
+            pool.shutdown(Duration::from_secs(5)).await,
+            Shutdown::Graceful
+        );
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         assert!(matches!(pool.client(), Err(Error::Closed)));
-        assert_eq!(pool.shutdown(Duration::from_secs(5)).await, Shutdown::NotOpen);
+        assert_eq!(
+            pool.shutdown(Duration::from_secs(5)).await,
+            Shutdown::NotOpen
+        );
     }
 }

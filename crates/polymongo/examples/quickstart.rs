@@ -1,0 +1,88 @@
+//! Quickstart: one shared pool, a typed model, many tenant databases.
+//!
+//! Uses `MONGODB_URI` when it is set; otherwise starts a local test server (the test kit's
+//! nx-27017, installed on first run into a cached Python environment).
+//!
+//! ```text
+//! cargo run --example quickstart
+//! MONGODB_URI=mongodb://127.0.0.1:27017 cargo run --example quickstart
+//! ```
+
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::doc;
+use polymongo::{Model, PolyMongo};
+use polymongo_testkit::TestServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct User {
+    name: String,
+    role: String,
+}
+
+impl Model for User {
+    const COLLECTION: &'static str = "users";
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Keep the server (if we started one) alive until the end of main.
+    let (uri, _server) = match std::env::var("MONGODB_URI") {
+        Ok(uri) => (uri, None),
+        Err(_) => {
+            println!("MONGODB_URI is not set: starting a local test server…");
+            let server = TestServer::start().await?;
+            (server.uri().to_owned(), Some(server))
+        }
+    };
+
+    let poly = PolyMongo::builder()
+        .uri(&uri)
+        .default_db("production")
+        .max_pool_size(10)
+        .build()
+        .await?;
+    println!("built {poly:?}");
+
+    let users = poly.model::<User>();
+
+    // The default database…
+    users
+        .default_db()?
+        .insert_one(User {
+            name: "Ada".into(),
+            role: "admin".into(),
+        })
+        .await?;
+
+    // …and any number of tenant databases, over the same pool.
+    for tenant in ["tenant_1", "tenant_2", "tenant_3"] {
+        let coll = users.db(tenant)?;
+        coll.insert_many([
+            User {
+                name: format!("{tenant}-alice"),
+                role: "admin".into(),
+            },
+            User {
+                name: format!("{tenant}-bob"),
+                role: "member".into(),
+            },
+        ])
+        .await?;
+        let admins: Vec<User> = coll
+            .find(doc! { "role": "admin" })
+            .await?
+            .try_collect()
+            .await?;
+        println!("{tenant}: admins {admins:?}");
+    }
+
+    println!("ping: {:?}", poly.ping("production").await?);
+    println!("state: {:?}", poly.connection_state());
+
+    let report = poly.close_all(Duration::from_secs(5)).await;
+    println!("closed: {report:?}");
+    Ok(())
+}
