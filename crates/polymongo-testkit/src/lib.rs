@@ -1,0 +1,69 @@
+//! Ephemeral MongoDB-compatible servers for tests: the Rust counterpart of
+//! `mongodb-memory-server`.
+//!
+//! [`TestServer::start`] gives every test its own server, and dropping the
+//! [`TestServer`] stops it. Which server, first match wins:
+//!
+//! 1. env `POLYMONGO_TEST_SERVER=nx|mongod|external` forces a kind;
+//! 2. env `POLYMONGO_TEST_URI` → an existing server ([`ServerKind::External`]);
+//! 3. `mongod` on `PATH` → a single-node replica set on a free port with a
+//!    temporary dbpath ([`ServerKind::Mongod`]; transactions and change streams
+//!    work as in production);
+//! 4. else [nx-27017](https://pypi.org/project/nx-27017/) 0.8.1, a MongoDB
+//!    wire-protocol server on SQLite ([`ServerKind::Nx27017`]), installed by
+//!    the kit on first use into a cached Python virtual environment (needs
+//!    `python3` 3.11+ with `venv`; about 6 s once; each server then starts in
+//!    well under a second). [`ServerOptions`] can require a kind, or ask for a
+//!    server the kit owns ([`ServerOptions::managed`]).
+//!
+//! nx-27017 is useful and it is not MongoDB: the crate's `QUIRKS.md` and the
+//! project's design notes list what it does differently. In short, use
+//! [`TestServer::supports_transactions`] before testing transaction isolation,
+//! and compare statistics with what the server itself reports.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mongodb::{bson::doc, Client};
+//! use polymongo_testkit::{ServerOptions, TestServer};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = TestServer::start().await?;
+//! let client = Client::with_uri_str(server.uri()).await?;
+//! client.database("app").collection("users").insert_one(doc! { "name": "ada" }).await?;
+//!
+//! // Server-side connection count, not counting the probe itself.
+//! let before = server.connection_count().await?;
+//! client.shutdown().await;
+//! # let _ = before;
+//!
+//! // Fault tests: a server whose data survives kill + restart on the same port.
+//! let mut server = TestServer::start_with(ServerOptions::new().persistent(true).managed(true)).await?;
+//! server.kill().await?;
+//! server.restart().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Processes
+//!
+//! Servers bind 127.0.0.1 only, each on its own free port with its own
+//! temporary directory (data, pid file, logs), so any number can run at once,
+//! in one test process or many. The kit's nx launcher also ends the server
+//! when the test process dies without dropping it. Unix only (Linux, macOS).
+
+#![deny(missing_docs)]
+
+mod error;
+mod mongod;
+mod nx;
+mod options;
+mod port;
+mod probe;
+mod process;
+mod server;
+mod venv;
+
+pub use error::TestKitError;
+pub use options::ServerOptions;
+pub use probe::connection_count;
+pub use server::{ServerKind, TestServer, ENV_TEST_SERVER, ENV_TEST_URI};
