@@ -142,7 +142,7 @@ impl PolyMongo {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`].
     pub fn client_for(&self, name: &str) -> Result<Client> {
-        self.inner.router.resolve(name)?.pool.client()
+        Ok(self.inner.router.resolve(name)?.pool.client()?.0)
     }
 
     /// Opens the main pool now and checks that its cluster answers, retrying as the `retry`
@@ -214,13 +214,21 @@ impl PolyMongo {
                 ..CloseReport::default()
             };
         }
-        self.inner.router.retire_all();
+        // Every pool refuses new work before any waits, then the routing entries and cached
+        // handles (all stale now) are dropped.
+        let taken: Vec<_> = self
+            .inner
+            .router
+            .pools()
+            .map(|pool| (pool, pool.begin_close()))
+            .collect();
+        self.inner.router.clear();
         for cache in self.inner.models.iter() {
             cache.clear();
         }
         let mut report = CloseReport::default();
-        for pool in self.inner.router.pools() {
-            match pool.shutdown(deadline).await {
+        for (pool, client) in taken {
+            match pool.finish_close(client, deadline).await {
                 Shutdown::NotOpen => {}
                 Shutdown::Graceful => report.pools_closed += 1,
                 Shutdown::Forced => {

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -94,6 +94,9 @@ pub(crate) struct ClusterPool {
     label: String,
     options: ClientOptions,
     client: Mutex<Option<Client>>,
+    /// Bumped (under the `client` lock) each time the pool starts closing. Routing entries
+    /// remember the epoch their client came from; a different epoch means that client is gone.
+    epoch: AtomicU64,
     health: Arc<Health>,
     runtime: Handle,
 }
@@ -117,6 +120,7 @@ impl ClusterPool {
             label,
             options,
             client: Mutex::new(None),
+            epoch: AtomicU64::new(0),
             health,
             runtime,
         }
@@ -130,14 +134,15 @@ impl ClusterPool {
         self.client.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The pool's client, created now if this is the first use.
-    pub(crate) fn client(&self) -> Result<Client> {
+    /// The pool's client and its epoch, the client created now if this is the first use.
+    pub(crate) fn client(&self) -> Result<(Client, u64)> {
         let mut slot = self.slot();
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
-        }
         if self.health.phase.load(Ordering::Acquire) >= PHASE_CLOSING {
             return Err(Error::Closed);
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(client) = slot.as_ref() {
+            return Ok((client.clone(), epoch));
         }
         let _in_runtime = self.runtime.enter();
         let client = Client::with_options(self.options.clone())
@@ -145,7 +150,13 @@ impl ClusterPool {
         self.health.phase.store(PHASE_OPEN, Ordering::Release);
         tracing::info!(cluster = %self.label, max_pool_size = ?self.options.max_pool_size, "pool opened");
         *slot = Some(client.clone());
-        Ok(client)
+        Ok((client, epoch))
+    }
+
+    /// Whether a client obtained at `epoch` is still this pool's client.
+    #[inline]
+    pub(crate) fn is_current(&self, epoch: u64) -> bool {
+        self.epoch.load(Ordering::Acquire) == epoch
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -157,11 +168,18 @@ impl ClusterPool {
         }
     }
 
-    /// Shuts the client down: waits up to `deadline` for cursors and sessions in use, then
-    /// closes without waiting. Later calls to [`client`](Self::client) fail with `Closed`.
-    pub(crate) async fn shutdown(&self, deadline: Duration) -> Shutdown {
+    /// First half of closing: from now on [`client`](Self::client) fails with `Closed` and
+    /// every routing entry made from this pool is stale. Returns the client to shut down.
+    pub(crate) fn begin_close(&self) -> Option<Client> {
+        let mut slot = self.slot();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.health.phase.store(PHASE_CLOSING, Ordering::Release);
-        let taken = self.slot().take();
+        slot.take()
+    }
+
+    /// Second half of closing: waits up to `deadline` for the client's cursors and sessions,
+    /// then shuts it down without waiting.
+    pub(crate) async fn finish_close(&self, taken: Option<Client>, deadline: Duration) -> Shutdown {
         let outcome = match taken {
             None => Shutdown::NotOpen,
             Some(client) => {
@@ -195,19 +213,27 @@ mod tests {
             .unwrap();
         let pool = ClusterPool::new("test".into(), opts, Handle::current());
         assert_eq!(pool.state(), ConnectionState::Disconnected);
-        let a = pool.client().unwrap();
-        let b = pool.client().unwrap();
+        let (a, epoch_a) = pool.client().unwrap();
+        let (b, epoch_b) = pool.client().unwrap();
+        assert_eq!(epoch_a, epoch_b);
+        assert!(pool.is_current(epoch_a));
         assert_eq!(pool.state(), ConnectionState::Connecting);
         drop((a, b));
-        assert_eq!(
-            pool.shutdown(Duration::from_secs(5)).await,
-            Shutdown::Graceful
+
+        let taken = pool.begin_close();
+        assert!(
+            !pool.is_current(epoch_a),
+            "entries made before the close are stale"
         );
+        assert!(matches!(pool.client(), Err(Error::Closed)));
+        assert_eq!(pool.state(), ConnectionState::Disconnecting);
+        let outcome = pool.finish_close(taken, Duration::from_secs(5)).await;
+        assert_eq!(outcome, Shutdown::Graceful);
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         assert!(matches!(pool.client(), Err(Error::Closed)));
-        assert_eq!(
-            pool.shutdown(Duration::from_secs(5)).await,
-            Shutdown::NotOpen
-        );
+
+        let again = pool.begin_close();
+        let outcome = pool.finish_close(again, Duration::from_secs(5)).await;
+        assert_eq!(outcome, Shutdown::NotOpen);
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! A [`DbSlot`] is what the manager knows about one database: its name, the pool it is routed
 //! to and a driver `Database` handle on that pool. Slots are made once per database (after the
-//! name is validated) and live in a concurrent map; a slot is *retired* when its pool closes,
-//! which tells every cache holding it to resolve again.
+//! name is validated) and live in a concurrent map. A slot remembers the epoch of the client it
+//! was made from; once its pool closes (and the epoch moves on) the slot is stale, which tells
+//! every cache holding it to resolve again — whatever order a close and a lookup race in.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
@@ -21,14 +21,14 @@ use crate::pool::ClusterPool;
 pub(crate) struct DbSlot {
     pub(crate) database: Database,
     pub(crate) pool: Arc<ClusterPool>,
-    retired: AtomicBool,
+    epoch: u64,
 }
 
 impl DbSlot {
     /// `false` once the slot's pool was closed; holders must resolve the name again.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        !self.retired.load(Ordering::Acquire)
+        self.pool.is_current(self.epoch)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -82,17 +82,19 @@ impl Router {
         validate_database_name(name)?;
         // Every database shares the main cluster's pool until per-database pools exist.
         let pool = &self.main;
-        let client = pool.client()?;
+        let (client, epoch) = pool.client()?;
         match self.slots.entry(name.into()) {
             Entry::Occupied(mut e) if !e.get().is_live() => {
-                let slot = new_slot(&client, name, pool);
+                let slot = new_slot(&client, epoch, name, pool);
                 e.insert(Arc::clone(&slot));
                 Ok(slot)
             }
             Entry::Occupied(e) => Ok(Arc::clone(e.get())),
             Entry::Vacant(e) => {
                 tracing::debug!(database = name, cluster = %pool.label(), "database routed");
-                Ok(Arc::clone(e.insert(new_slot(&client, name, pool)).value()))
+                Ok(Arc::clone(
+                    e.insert(new_slot(&client, epoch, name, pool)).value(),
+                ))
             }
         }
     }
@@ -102,19 +104,21 @@ impl Router {
         self.slots.len()
     }
 
-    /// Retires and forgets every slot (their pools are closing).
-    pub(crate) fn retire_all(&self) {
-        for slot in self.slots.iter() {
-            slot.retired.store(true, Ordering::Release);
-        }
+    /// Forgets every slot (their pools are closing, so they are already stale).
+    pub(crate) fn clear(&self) {
         self.slots.clear();
     }
 }
 
-fn new_slot(client: &mongodb::Client, name: &str, pool: &Arc<ClusterPool>) -> Arc<DbSlot> {
+fn new_slot(
+    client: &mongodb::Client,
+    epoch: u64,
+    name: &str,
+    pool: &Arc<ClusterPool>,
+) -> Arc<DbSlot> {
     Arc::new(DbSlot {
         database: client.database(name),
         pool: Arc::clone(pool),
-        retired: AtomicBool::new(false),
+        epoch,
     })
 }

@@ -244,3 +244,40 @@ fn dropping_the_manager_on_a_plain_thread_while_its_runtime_runs_does_not_panic(
     drop(server);
     drop(rt);
 }
+
+#[tokio::test]
+async fn close_all_racing_first_uses_leaves_no_usable_handle_behind() {
+    let server = server().await;
+    let poly = manager(&server, 2).await;
+    let notes = poly.model::<Note>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (notes, stop) = (notes.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut i = 0usize;
+                // Resolve fresh and warm databases until the manager refuses.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match notes.db(&format!("close_race_{}", (w + i) % 12)) {
+                        Ok(_) => i += 1,
+                        Err(Error::Closed) => return i,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                i
+            })
+        })
+        .collect();
+    poly.ping("close_race_0").await.unwrap();
+    poly.close_all(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    for i in 0..12 {
+        let name = format!("close_race_{i}");
+        assert!(matches!(notes.db(&name), Err(Error::Closed)), "{name}");
+        assert!(matches!(poly.database(&name), Err(Error::Closed)), "{name}");
+    }
+}
