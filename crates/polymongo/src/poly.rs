@@ -111,12 +111,19 @@ impl PolyMongo {
 
     /// A typed model on every database. Cheap; handles of the same type share one cache.
     pub fn model<T: Model>(&self) -> ModelHandle<T> {
-        let erased = self
-            .inner
-            .models
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Arc::new(ModelCache::<T>::new()))
-            .clone();
+        let key = TypeId::of::<T>();
+        // A read lock on the common path (the model was used before); the write lock of
+        // `entry` only for a model's first handle.
+        let erased = match self.inner.models.get(&key) {
+            Some(cache) => Arc::clone(&cache),
+            None => Arc::clone(
+                &self
+                    .inner
+                    .models
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(ModelCache::<T>::new())),
+            ),
+        };
         let cache = erased
             .into_any()
             .downcast::<ModelCache<T>>()
