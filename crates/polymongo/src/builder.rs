@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::config::{Options, RetryOptions};
-use crate::error::Result;
+use crate::db_config::DbConfig;
+use crate::error::{Error, Result};
 use crate::poly::PolyMongo;
 
 /// Builds a [`PolyMongo`]. Every setter says its default; [`build`](Self::build) validates them
@@ -12,12 +13,17 @@ use crate::poly::PolyMongo;
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct PolyMongoBuilder {
     options: Options,
+    /// A database configured twice with different URIs, reported by `build`.
+    conflict: Option<String>,
 }
 
 impl PolyMongoBuilder {
     /// A builder from [`Options`] (for example read from a file).
     pub fn from_options(options: Options) -> Self {
-        Self { options }
+        Self {
+            options,
+            conflict: None,
+        }
     }
 
     /// Connection string of the main cluster. Required.
@@ -83,6 +89,21 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Configures one database (the npm package's `dbSpecific` entry): a dedicated pool, another
+    /// cluster, handle options. See [`DbConfig`] for the routing rule. Configuring the same
+    /// database again replaces its configuration, unless the URIs differ, which `build`
+    /// reports as an error.
+    pub fn db(mut self, name: impl Into<String>, config: DbConfig) -> Self {
+        let name = name.into();
+        if let Some(old) = self.options.databases.get(&name) {
+            if old.uri != config.uri && self.conflict.is_none() {
+                self.conflict = Some(name.clone());
+            }
+        }
+        self.options.databases.insert(name, config);
+        self
+    }
+
     /// The options as set so far.
     pub fn options(&self) -> &Options {
         &self.options
@@ -99,6 +120,13 @@ impl PolyMongoBuilder {
     /// [`Error::NoRuntime`](crate::Error::NoRuntime) outside tokio, and with `cold_start(false)`
     /// the connection error of the last attempt.
     pub async fn build(self) -> Result<PolyMongo> {
+        if let Some(database) = self.conflict {
+            return Err(Error::DbConfig {
+                database,
+                field: "uri",
+                message: "is configured twice with different URIs".into(),
+            });
+        }
         PolyMongo::from_options(self.options).await
     }
 }

@@ -1,12 +1,14 @@
 //! The manager's options as plain data, so they can come from code, a file or the environment,
 //! and one validation that turns every mistake into an [`Error::Config`] naming the field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use mongodb::options::{ClientOptions, ConnectionString};
 use serde::Deserialize;
 
+use crate::db_config::DbConfig;
 use crate::error::{Error, Result};
 use crate::name::validate_database_name;
 use crate::redact::{redact_uri, scrub};
@@ -37,7 +39,7 @@ pub const MAX_APP_NAME_BYTES: usize = 128;
 /// ```
 ///
 /// `Debug` shows the URI with its password replaced by `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// Connection string of the main cluster (`mongodb://` or `mongodb+srv://`). Required.
@@ -68,6 +70,8 @@ pub struct Options {
     /// value, else the driver's 10 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// Per-database configuration (the npm package's `dbSpecific`), by database name.
+    pub databases: BTreeMap<String, DbConfig>,
 }
 
 /// Retry of the first connection, as the npm package's `retry` option.
@@ -103,6 +107,7 @@ impl Default for Options {
             retry: RetryOptions::default(),
             server_selection_timeout: None,
             connect_timeout: None,
+            databases: BTreeMap::new(),
         }
     }
 }
@@ -120,6 +125,7 @@ impl fmt::Debug for Options {
             .field("retry", &self.retry)
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("databases", &self.databases)
             .finish()
     }
 }
@@ -129,6 +135,13 @@ fn config(field: &'static str, message: impl Into<String>) -> Error {
         field,
         message: message.into(),
     }
+}
+
+/// Size of a dedicated pool: its own maximum (else the global one) and minimum (default 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DedicatedSize {
+    pub(crate) max: Option<u32>,
+    pub(crate) min: u32,
 }
 
 /// Options after validation, with the driver's options resolved.
@@ -203,18 +216,14 @@ impl Options {
         })
     }
 
-    /// Validates, then resolves the URI into driver options (SRV and TXT lookups for
+    /// Validates, then resolves the main URI into driver options (SRV and TXT lookups for
     /// `mongodb+srv://`, which is why building is async).
     pub(crate) async fn resolve(&self) -> Result<Resolved> {
         self.validate()?;
-        let conn = self.connection_string()?;
-        let cluster_label = redact_uri(&self.uri);
-        let mut opts = ClientOptions::parse(conn).await.map_err(|e| {
-            config(
-                "uri",
-                format!("{cluster_label}: {}", scrub(&e.to_string(), &self.uri)),
-            )
-        })?;
+        let opts = self
+            .client_options(&self.uri, None)
+            .await
+            .map_err(|(field, message)| config(field, message))?;
         let default_db = match (&self.default_db, &opts.default_database) {
             (Some(db), _) => db.clone(),
             (None, Some(db)) => {
@@ -223,21 +232,42 @@ impl Options {
             }
             (None, None) => FALLBACK_DEFAULT_DB.to_owned(),
         };
-        let max = self
-            .max_pool_size
+        Ok(Resolved {
+            default_db,
+            client_options: opts,
+            cluster_label: redact_uri(&self.uri),
+        })
+    }
+
+    /// Driver options for a client on `uri`: the URI's own options, then this manager's
+    /// settings, with the pool sized by `dedicated` when given, else by the global options.
+    /// Errors are `(field, message)` so the caller can say which database the field belongs
+    /// to; messages never contain the password.
+    pub(crate) async fn client_options(
+        &self,
+        uri: &str,
+        dedicated: Option<DedicatedSize>,
+    ) -> std::result::Result<ClientOptions, (&'static str, String)> {
+        let label = redact_uri(uri);
+        let conn = ConnectionString::parse(uri)
+            .map_err(|e| ("uri", format!("{label}: {}", scrub(&e.to_string(), uri))))?;
+        let mut opts = ClientOptions::parse(conn)
+            .await
+            .map_err(|e| ("uri", format!("{label}: {}", scrub(&e.to_string(), uri))))?;
+        let max = dedicated
+            .and_then(|d| d.max)
+            .or(self.max_pool_size)
             .or(opts.max_pool_size)
             .unwrap_or(DEFAULT_MAX_POOL_SIZE);
-        if self.min_free_connections > max {
-            return Err(config(
-                "min_free_connections",
-                format!(
-                    "{} is more than the pool size ({max})",
-                    self.min_free_connections
-                ),
-            ));
+        let (min, field) = match dedicated {
+            Some(d) => (d.min, "min_connections"),
+            None => (self.min_free_connections, "min_free_connections"),
+        };
+        if min > max {
+            return Err((field, format!("{min} is more than the pool size ({max})")));
         }
         opts.max_pool_size = Some(max);
-        opts.min_pool_size = Some(self.min_free_connections);
+        opts.min_pool_size = Some(min);
         if self.idle_timeout.is_some() {
             opts.max_idle_time = self.idle_timeout;
         }
@@ -250,11 +280,7 @@ impl Options {
         if self.connect_timeout.is_some() {
             opts.connect_timeout = self.connect_timeout;
         }
-        Ok(Resolved {
-            default_db,
-            client_options: opts,
-            cluster_label,
-        })
+        Ok(opts)
     }
 }
 

@@ -30,6 +30,17 @@ pub enum Error {
         message: String,
     },
 
+    /// The configuration of one database is invalid or conflicts with another.
+    #[error("invalid configuration of database {database:?}: `{field}` {message}")]
+    DbConfig {
+        /// The database the configuration is for.
+        database: String,
+        /// The [`DbConfig`](crate::DbConfig) field (`uri`, `max_connections`, `ttl`…).
+        field: &'static str,
+        /// What is wrong with it. Never contains a password.
+        message: String,
+    },
+
     /// A database or collection name that MongoDB would refuse.
     #[error("invalid {what} name {name:?}: {rule}")]
     InvalidName {
@@ -78,7 +89,7 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// See [`Error::Config`].
+    /// See [`Error::Config`] and [`Error::DbConfig`].
     Config,
     /// See [`Error::InvalidName`].
     InvalidName,
@@ -98,7 +109,7 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config { .. } => ErrorKind::Config,
+            Error::Config { .. } | Error::DbConfig { .. } => ErrorKind::Config,
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
@@ -114,9 +125,11 @@ impl Error {
         match self {
             Error::Connection { .. } | Error::Timeout { .. } => true,
             Error::Driver(e) => driver_is_retryable(e),
-            Error::Config { .. } | Error::InvalidName { .. } | Error::Closed | Error::NoRuntime => {
-                false
-            }
+            Error::Config { .. }
+            | Error::DbConfig { .. }
+            | Error::InvalidName { .. }
+            | Error::Closed
+            | Error::NoRuntime => false,
         }
     }
 

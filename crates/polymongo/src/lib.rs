@@ -42,6 +42,7 @@
 
 mod builder;
 mod config;
+mod db_config;
 mod error;
 mod model;
 mod name;
@@ -49,16 +50,19 @@ mod poly;
 mod pool;
 mod redact;
 mod routing;
+mod scale;
 
 pub use builder::PolyMongoBuilder;
 pub use config::{Options, RetryOptions, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB};
+pub use db_config::DbConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{DbHandle, Model, ModelHandle};
 pub use name::{
     validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,
 };
 pub use poly::{CloseReport, PolyMongo};
-pub use pool::ConnectionState;
+pub use pool::{ConnectionState, PoolKind};
 pub use redact::redact_uri;
+pub use scale::Scale;
 
 pub use mongodb;

@@ -2,12 +2,13 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use mongodb::bson::doc;
+use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -16,8 +17,9 @@ use crate::builder::PolyMongoBuilder;
 use crate::config::Options;
 use crate::error::{Error, Result};
 use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
-use crate::pool::{ClusterPool, ConnectionState, Shutdown};
+use crate::pool::{ClusterPool, ConnectionState, PoolKind, Shutdown};
 use crate::routing::Router;
+use crate::scale::{self, Scale};
 
 /// Manages MongoDB connections for an application that uses many databases.
 ///
@@ -38,6 +40,8 @@ struct Inner {
     models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
     closed: AtomicBool,
     closing: tokio::sync::Mutex<()>,
+    live_clients: Arc<AtomicUsize>,
+    runtime: Handle,
 }
 
 /// What [`PolyMongo::close_all`] did.
@@ -74,25 +78,66 @@ impl PolyMongo {
     pub(crate) async fn from_options(options: Options) -> Result<Self> {
         let runtime = Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let resolved = options.resolve().await?;
+        for (name, config) in &options.databases {
+            config.validate(name)?;
+        }
+        let live_clients = Arc::new(AtomicUsize::new(0));
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,
+            PoolKind::Shared,
             resolved.client_options,
-            runtime,
+            runtime.clone(),
+            Arc::clone(&live_clients),
         ));
         let poly = PolyMongo {
             inner: Arc::new(Inner {
                 default_db: resolved.default_db,
-                router: Router::new(main),
+                router: Router::new(main, options.uri.clone()),
                 models: DashMap::new(),
                 closed: AtomicBool::new(false),
                 closing: tokio::sync::Mutex::new(()),
+                live_clients,
+                runtime,
                 options,
             }),
         };
+        for (name, config) in &poly.inner.options.databases {
+            scale::apply(&poly, name, config).await?;
+        }
         if !poly.inner.options.cold_start {
             poly.connect().await?;
         }
+        for (name, config) in &poly.inner.options.databases {
+            if config.cold_start == Some(false) {
+                poly.ping(name).await?;
+            }
+        }
         Ok(poly)
+    }
+
+    pub(crate) fn new_pool(
+        &self,
+        label: String,
+        kind: PoolKind,
+        options: ClientOptions,
+    ) -> ClusterPool {
+        ClusterPool::new(
+            label,
+            kind,
+            options,
+            self.inner.runtime.clone(),
+            Arc::clone(&self.inner.live_clients),
+        )
+    }
+
+    /// Run-time configuration of databases: dedicated pools, other clusters, handle options.
+    pub fn scale(&self) -> Scale<'_> {
+        Scale::new(self)
+    }
+
+    /// Driver clients (pools) of this manager that are open or still shutting down.
+    pub fn live_clients(&self) -> usize {
+        self.inner.live_clients.load(Ordering::Acquire)
     }
 
     pub(crate) fn router(&self) -> &Router {
@@ -227,7 +272,11 @@ impl PolyMongo {
             .inner
             .router
             .pools()
-            .map(|pool| (pool, pool.begin_close()))
+            .into_iter()
+            .map(|pool| {
+                let client = pool.begin_close();
+                (pool, client)
+            })
             .collect();
         self.inner.router.clear();
         for cache in self.inner.models.iter() {

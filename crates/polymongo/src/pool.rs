@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ impl Health {
     }
 }
 
-/// How a pool was shut down by [`ClusterPool::shutdown`].
+/// How a pool was shut down by [`ClusterPool::finish_close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shutdown {
     /// There was no client to close.
@@ -89,15 +89,33 @@ pub(crate) enum Shutdown {
     Forced,
 }
 
-/// The connection pool of one cluster.
+/// Whether a pool serves many databases or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    /// A cluster's pool, shared by every database routed to that cluster without pool settings.
+    Shared,
+    /// A database's own pool (it has `max_connections`, `min_connections` or `auto_close`).
+    Dedicated,
+}
+
+struct Slot {
+    client: Option<Client>,
+    /// Options the next client is made with (a reconfiguration waits for the next open).
+    options: ClientOptions,
+}
+
+/// The connection pool of one cluster (shared) or of one database (dedicated).
 pub(crate) struct ClusterPool {
     label: String,
-    options: ClientOptions,
-    client: Mutex<Option<Client>>,
-    /// Bumped (under the `client` lock) each time the pool starts closing. Routing entries
+    kind: PoolKind,
+    slot: Mutex<Slot>,
+    /// Bumped (under the `slot` lock) each time the pool starts closing. Routing entries
     /// remember the epoch their client came from; a different epoch means that client is gone.
     epoch: AtomicU64,
     health: Arc<Health>,
+    observer: EventHandler<SdamEvent>,
+    live_clients: Arc<AtomicUsize>,
     runtime: Handle,
 }
 
@@ -105,6 +123,7 @@ impl fmt::Debug for ClusterPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterPool")
             .field("cluster", &self.label)
+            .field("kind", &self.kind)
             .field("state", &self.state())
             .finish()
     }
@@ -112,16 +131,28 @@ impl fmt::Debug for ClusterPool {
 
 impl ClusterPool {
     /// `label` is the URI with its password redacted; it is all logs and errors ever show.
-    pub(crate) fn new(label: String, mut options: ClientOptions, runtime: Handle) -> Self {
+    /// `live_clients` counts the clients of every pool of the manager that are not yet shut
+    /// down.
+    pub(crate) fn new(
+        label: String,
+        kind: PoolKind,
+        options: ClientOptions,
+        runtime: Handle,
+        live_clients: Arc<AtomicUsize>,
+    ) -> Self {
         let health = Arc::new(Health::new());
-        let observer = Arc::clone(&health);
-        options.sdam_event_handler = Some(EventHandler::callback(move |e| observer.on_sdam(e)));
+        let watched = Arc::clone(&health);
         Self {
             label,
-            options,
-            client: Mutex::new(None),
+            kind,
+            slot: Mutex::new(Slot {
+                client: None,
+                options,
+            }),
             epoch: AtomicU64::new(0),
             health,
+            observer: EventHandler::callback(move |e| watched.on_sdam(e)),
+            live_clients,
             runtime,
         }
     }
@@ -130,26 +161,34 @@ impl ClusterPool {
         &self.label
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn kind(&self) -> PoolKind {
+        self.kind
     }
 
-    /// The pool's client and its epoch, the client created now if this is the first use.
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool's client and its epoch, the client created now if the pool is not open
+    /// (first use, or reopening after an idle close).
     pub(crate) fn client(&self) -> Result<(Client, u64)> {
         let mut slot = self.slot();
         if self.health.phase.load(Ordering::Acquire) >= PHASE_CLOSING {
             return Err(Error::Closed);
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        if let Some(client) = slot.as_ref() {
+        if let Some(client) = slot.client.as_ref() {
             return Ok((client.clone(), epoch));
         }
+        let mut options = slot.options.clone();
+        options.sdam_event_handler = Some(self.observer.clone());
         let _in_runtime = self.runtime.enter();
-        let client = Client::with_options(self.options.clone())
-            .map_err(|e| Error::from_driver(e, &self.label))?;
+        let client =
+            Client::with_options(options).map_err(|e| Error::from_driver(e, &self.label))?;
+        self.live_clients.fetch_add(1, Ordering::AcqRel);
         self.health.phase.store(PHASE_OPEN, Ordering::Release);
-        tracing::info!(cluster = %self.label, max_pool_size = ?self.options.max_pool_size, "pool opened");
-        *slot = Some(client.clone());
+        tracing::info!(cluster = %self.label, kind = ?self.kind, max_pool_size = ?slot.options.max_pool_size, "pool opened");
+        slot.client = Some(client.clone());
         Ok((client, epoch))
     }
 
@@ -157,6 +196,11 @@ impl ClusterPool {
     #[inline]
     pub(crate) fn is_current(&self, epoch: u64) -> bool {
         self.epoch.load(Ordering::Acquire) == epoch
+    }
+
+    /// Options for the next client; the open one (if any) keeps its own until it is closed.
+    pub(crate) fn reconfigure(&self, options: ClientOptions) {
+        self.slot().options = options;
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -168,13 +212,14 @@ impl ClusterPool {
         }
     }
 
-    /// First half of closing: from now on [`client`](Self::client) fails with `Closed` and
-    /// every routing entry made from this pool is stale. Returns the client to shut down.
+    /// First half of closing for good: from now on [`client`](Self::client) fails with
+    /// `Closed` and every routing entry made from this pool is stale. Returns the client to
+    /// shut down.
     pub(crate) fn begin_close(&self) -> Option<Client> {
         let mut slot = self.slot();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.health.phase.store(PHASE_CLOSING, Ordering::Release);
-        slot.take()
+        slot.client.take()
     }
 
     /// Second half of closing: waits up to `deadline` for the client's cursors and sessions,
@@ -184,19 +229,21 @@ impl ClusterPool {
             None => Shutdown::NotOpen,
             Some(client) => {
                 let graceful = tokio::time::timeout(deadline, client.clone().shutdown()).await;
-                if graceful.is_ok() {
+                let outcome = if graceful.is_ok() {
                     Shutdown::Graceful
                 } else {
                     tracing::warn!(cluster = %self.label, ?deadline, "pool still busy at the deadline; closing it without waiting");
                     client.shutdown().immediate(true).await;
                     Shutdown::Forced
-                }
+                };
+                self.live_clients.fetch_sub(1, Ordering::AcqRel);
+                outcome
             }
         };
         self.health.phase.store(PHASE_CLOSED, Ordering::Release);
         self.health.available().clear();
         if outcome != Shutdown::NotOpen {
-            tracing::info!(cluster = %self.label, "pool closed");
+            tracing::info!(cluster = %self.label, kind = ?self.kind, "pool closed");
         }
         outcome
     }
@@ -211,13 +258,21 @@ mod tests {
         let opts = ClientOptions::parse("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100")
             .await
             .unwrap();
-        let pool = ClusterPool::new("test".into(), opts, Handle::current());
+        let live = Arc::new(AtomicUsize::new(0));
+        let pool = ClusterPool::new(
+            "test".into(),
+            PoolKind::Shared,
+            opts,
+            Handle::current(),
+            Arc::clone(&live),
+        );
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         let (a, epoch_a) = pool.client().unwrap();
         let (b, epoch_b) = pool.client().unwrap();
         assert_eq!(epoch_a, epoch_b);
         assert!(pool.is_current(epoch_a));
         assert_eq!(pool.state(), ConnectionState::Connecting);
+        assert_eq!(live.load(Ordering::Acquire), 1, "one client for two uses");
         drop((a, b));
 
         let taken = pool.begin_close();
@@ -229,6 +284,7 @@ mod tests {
         assert_eq!(pool.state(), ConnectionState::Disconnecting);
         let outcome = pool.finish_close(taken, Duration::from_secs(5)).await;
         assert_eq!(outcome, Shutdown::Graceful);
+        assert_eq!(live.load(Ordering::Acquire), 0);
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         assert!(matches!(pool.client(), Err(Error::Closed)));
 

@@ -1,34 +1,57 @@
 //! Database name → pool: the lookup every `.db(name)` goes through on a cache miss.
 //!
-//! A [`DbSlot`] is what the manager knows about one database: its name, the pool it is routed
-//! to and a driver `Database` handle on that pool. Slots are made once per database (after the
-//! name is validated) and live in a concurrent map. A slot remembers the epoch of the client it
-//! was made from; once its pool closes (and the epoch moves on) the slot is stale, which tells
-//! every cache holding it to resolve again — whatever order a close and a lookup race in.
+//! A [`Route`] is what configuration says about a database (its pool and handle options); a
+//! [`DbSlot`] is a database in use: its name, its pool, and a driver `Database` handle on that
+//! pool's client. Slots are made once per database (after the name is validated) and live in a
+//! concurrent map. A slot remembers the epoch of the client it was made from; once its pool
+//! closes (and the epoch moves on) or the database is reconfigured (the slot is retired), the
+//! slot is stale, which tells every cache holding it to resolve again.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use mongodb::options::DatabaseOptions;
 use mongodb::Database;
 
+use crate::db_config::DbConfig;
 use crate::error::Result;
 use crate::name::validate_database_name;
-use crate::pool::ClusterPool;
+use crate::pool::{ClusterPool, PoolKind};
 
-/// What the manager knows about one database in use.
+/// The configured routing of one database.
+pub(crate) struct Route {
+    pub(crate) pool: Arc<ClusterPool>,
+    pub(crate) config: DbConfig,
+    database_options: DatabaseOptions,
+}
+
+impl Route {
+    pub(crate) fn new(pool: Arc<ClusterPool>, config: DbConfig) -> Self {
+        Self {
+            database_options: config.database_options(),
+            pool,
+            config,
+        }
+    }
+}
+
+/// A database in use.
 pub(crate) struct DbSlot {
     pub(crate) database: Database,
     pub(crate) pool: Arc<ClusterPool>,
     epoch: u64,
+    retired: AtomicBool,
 }
 
 impl DbSlot {
-    /// `false` once the slot's pool was closed; holders must resolve the name again.
+    /// `false` once the slot's pool was closed or the database reconfigured; holders must
+    /// resolve the name again.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        self.pool.is_current(self.epoch)
+        !self.retired.load(Ordering::Acquire) && self.pool.is_current(self.epoch)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -47,17 +70,36 @@ impl fmt::Debug for DbSlot {
 }
 
 /// Routes database names to pools.
-#[derive(Debug)]
 pub(crate) struct Router {
     main: Arc<ClusterPool>,
+    main_uri: String,
+    /// Shared pools of the other clusters, by connection string.
+    shared: DashMap<String, Arc<ClusterPool>>,
+    routes: DashMap<Box<str>, Arc<Route>>,
     slots: DashMap<Box<str>, Arc<DbSlot>>,
+    /// Dedicated pools no database is routed to any more, still to be closed.
+    draining: Mutex<Vec<Arc<ClusterPool>>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("main", &self.main)
+            .field("routes", &self.routes.len())
+            .field("databases", &self.slots.len())
+            .finish()
+    }
 }
 
 impl Router {
-    pub(crate) fn new(main: Arc<ClusterPool>) -> Self {
+    pub(crate) fn new(main: Arc<ClusterPool>, main_uri: String) -> Self {
         Self {
             main,
+            main_uri,
+            shared: DashMap::new(),
+            routes: DashMap::new(),
             slots: DashMap::new(),
+            draining: Mutex::new(Vec::new()),
         }
     }
 
@@ -66,9 +108,66 @@ impl Router {
         &self.main
     }
 
-    /// Every pool the router knows.
-    pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<ClusterPool>> {
-        std::iter::once(&self.main)
+    /// The shared pool of the cluster at `uri`, if one exists (the main one included).
+    pub(crate) fn shared_pool(&self, uri: &str) -> Option<Arc<ClusterPool>> {
+        if uri == self.main_uri {
+            return Some(Arc::clone(&self.main));
+        }
+        self.shared.get(uri).map(|p| Arc::clone(&p))
+    }
+
+    /// Registers the shared pool of `uri`, or returns the one registered first.
+    pub(crate) fn add_shared_pool(&self, uri: &str, pool: Arc<ClusterPool>) -> Arc<ClusterPool> {
+        Arc::clone(self.shared.entry(uri.to_owned()).or_insert(pool).value())
+    }
+
+    /// The configured route of `name`, if any.
+    pub(crate) fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.get(name).map(|r| Arc::clone(&r))
+    }
+
+    /// Routes `name` by `route` from now on. A slot made under the old route is retired (so
+    /// cached handles resolve again); a dedicated pool left without its database is kept for
+    /// closing.
+    pub(crate) fn install(&self, name: &str, route: Route) {
+        let new_pool = Arc::clone(&route.pool);
+        let old = self.routes.insert(name.into(), Arc::new(route));
+        // After the route: a resolve holding the slot's entry lock either read the new route,
+        // or made its slot before this removal, which retires it.
+        if let Some((_, slot)) = self.slots.remove(name) {
+            slot.retired.store(true, Ordering::Release);
+        }
+        if let Some(old) = old {
+            if old.pool.kind() == PoolKind::Dedicated && !Arc::ptr_eq(&old.pool, &new_pool) {
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::clone(&old.pool));
+            }
+        }
+        tracing::debug!(database = name, cluster = %new_pool.label(), kind = ?new_pool.kind(), "database configured");
+    }
+
+    /// Every pool the router knows, each once.
+    pub(crate) fn pools(&self) -> Vec<Arc<ClusterPool>> {
+        let mut all = vec![Arc::clone(&self.main)];
+        all.extend(self.shared.iter().map(|p| Arc::clone(&p)));
+        all.extend(
+            self.routes
+                .iter()
+                .filter(|r| r.pool.kind() == PoolKind::Dedicated)
+                .map(|r| Arc::clone(&r.pool)),
+        );
+        all.extend(
+            self.draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|p| seen.insert(Arc::as_ptr(p)));
+        all
     }
 
     /// The slot of `name`, made on first use. Validates the name only then: a name found in
@@ -80,23 +179,36 @@ impl Router {
             }
         }
         validate_database_name(name)?;
-        // Every database shares the main cluster's pool until per-database pools exist.
-        let pool = &self.main;
-        let (client, epoch) = pool.client()?;
+        // The route is read under the slot's entry lock: see `install`.
         match self.slots.entry(name.into()) {
-            Entry::Occupied(mut e) if !e.get().is_live() => {
-                let slot = new_slot(&client, epoch, name, pool);
+            Entry::Occupied(e) if e.get().is_live() => Ok(Arc::clone(e.get())),
+            Entry::Occupied(mut e) => {
+                let slot = self.new_slot(name)?;
                 e.insert(Arc::clone(&slot));
                 Ok(slot)
             }
-            Entry::Occupied(e) => Ok(Arc::clone(e.get())),
             Entry::Vacant(e) => {
-                tracing::debug!(database = name, cluster = %pool.label(), "database routed");
-                Ok(Arc::clone(
-                    e.insert(new_slot(&client, epoch, name, pool)).value(),
-                ))
+                let slot = self.new_slot(name)?;
+                Ok(Arc::clone(e.insert(slot).value()))
             }
         }
+    }
+
+    fn new_slot(&self, name: &str) -> Result<Arc<DbSlot>> {
+        let route = self.route(name);
+        let pool = route.as_ref().map_or(&self.main, |r| &r.pool);
+        let (client, epoch) = pool.client()?;
+        let database = match &route {
+            Some(r) => client.database_with_options(name, r.database_options.clone()),
+            None => client.database(name),
+        };
+        tracing::debug!(database = name, cluster = %pool.label(), "database routed");
+        Ok(Arc::new(DbSlot {
+            database,
+            pool: Arc::clone(pool),
+            epoch,
+            retired: AtomicBool::new(false),
+        }))
     }
 
     /// Number of databases resolved and still routed.
@@ -108,17 +220,4 @@ impl Router {
     pub(crate) fn clear(&self) {
         self.slots.clear();
     }
-}
-
-fn new_slot(
-    client: &mongodb::Client,
-    epoch: u64,
-    name: &str,
-    pool: &Arc<ClusterPool>,
-) -> Arc<DbSlot> {
-    Arc::new(DbSlot {
-        database: client.database(name),
-        pool: Arc::clone(pool),
-        epoch,
-    })
 }
