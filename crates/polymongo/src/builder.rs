@@ -104,6 +104,13 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Most dedicated pools open at once; past it the least recently used idle one is closed.
+    /// Default 64. At least 1.
+    pub fn max_dedicated_pools(mut self, max: usize) -> Self {
+        self.options.max_dedicated_pools = max;
+        self
+    }
+
     /// The options as set so far.
     pub fn options(&self) -> &Options {
         &self.options

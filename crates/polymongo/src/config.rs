@@ -15,6 +15,8 @@ use crate::redact::{redact_uri, scrub};
 
 /// Default size of each connection pool, as in the npm package.
 pub const DEFAULT_MAX_POOL_SIZE: u32 = 10;
+/// Default bound on dedicated pools open at once.
+pub const DEFAULT_MAX_DEDICATED_POOLS: usize = 64;
 /// Database used when neither the options nor the URI name one (the driver's convention).
 pub const FALLBACK_DEFAULT_DB: &str = "test";
 /// MongoDB truncates application names longer than this in the handshake; we refuse them.
@@ -72,6 +74,9 @@ pub struct Options {
     pub connect_timeout: Option<Duration>,
     /// Per-database configuration (the npm package's `dbSpecific`), by database name.
     pub databases: BTreeMap<String, DbConfig>,
+    /// Most dedicated pools open at once. When one more must open, the least recently used
+    /// one that no handle uses is closed first (it reopens on its next use). Default 64.
+    pub max_dedicated_pools: usize,
 }
 
 /// Retry of the first connection, as the npm package's `retry` option.
@@ -108,6 +113,7 @@ impl Default for Options {
             server_selection_timeout: None,
             connect_timeout: None,
             databases: BTreeMap::new(),
+            max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
         }
     }
 }
@@ -126,6 +132,7 @@ impl fmt::Debug for Options {
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("databases", &self.databases)
+            .field("max_dedicated_pools", &self.max_dedicated_pools)
             .finish()
     }
 }
@@ -190,6 +197,9 @@ impl Options {
                     ),
                 ));
             }
+        }
+        if self.max_dedicated_pools == 0 {
+            return Err(config("max_dedicated_pools", "must be at least 1"));
         }
         if self.retry.attempts == 0 {
             return Err(config("retry.attempts", "must be at least 1"));

@@ -158,6 +158,11 @@ impl DbConfig {
         })
     }
 
+    /// The idle time after which the pool is closed, for `auto_close` pools.
+    pub(crate) fn idle_ttl(&self) -> Option<Duration> {
+        self.auto_close.then_some(self.ttl).flatten()
+    }
+
     pub(crate) fn database_options(&self) -> DatabaseOptions {
         let mut options = DatabaseOptions::default();
         options.selection_criteria = self

@@ -48,12 +48,15 @@ mod model;
 mod name;
 mod poly;
 mod pool;
+mod reaper;
 mod redact;
 mod routing;
 mod scale;
 
 pub use builder::PolyMongoBuilder;
-pub use config::{Options, RetryOptions, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB};
+pub use config::{
+    Options, RetryOptions, DEFAULT_MAX_DEDICATED_POOLS, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB,
+};
 pub use db_config::DbConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use model::{DbHandle, Model, ModelHandle};
@@ -62,6 +65,7 @@ pub use name::{
 };
 pub use poly::{CloseReport, PolyMongo};
 pub use pool::{ConnectionState, PoolKind};
+pub use reaper::IDLE_CLOSE_GRACE;
 pub use redact::redact_uri;
 pub use scale::Scale;
 

@@ -20,6 +20,7 @@ use mongodb::Collection;
 use crate::error::Result;
 use crate::name::validate_collection_name;
 use crate::poly::PolyMongo;
+use crate::pool::Lease;
 use crate::routing::DbSlot;
 
 /// A document type stored in one collection.
@@ -109,10 +110,15 @@ impl<T: Model> ModelHandle<T> {
     pub fn db(&self, name: &str) -> Result<DbHandle<T>> {
         if let Some(hit) = self.cache.entries.get(name) {
             if hit.slot.is_live() {
-                return Ok(DbHandle {
-                    collection: hit.collection.clone(),
-                    slot: Arc::clone(&hit.slot),
-                });
+                let lease = hit.slot.pool.lease();
+                // Checked again after the lease is taken: see `ClusterPool::lease`.
+                if lease.is_none() || hit.slot.is_live() {
+                    return Ok(DbHandle {
+                        collection: hit.collection.clone(),
+                        slot: Arc::clone(&hit.slot),
+                        _lease: lease,
+                    });
+                }
             }
         }
         self.db_cold(name)
@@ -121,16 +127,28 @@ impl<T: Model> ModelHandle<T> {
     #[cold]
     fn db_cold(&self, name: &str) -> Result<DbHandle<T>> {
         validate_collection_name(T::COLLECTION)?;
-        let slot = self.poly.router().resolve(name)?;
-        let collection = slot.database.collection::<T>(T::COLLECTION);
-        self.cache.entries.insert(
-            name.into(),
-            Cached {
-                collection: collection.clone(),
-                slot: Arc::clone(&slot),
-            },
-        );
-        Ok(DbHandle { collection, slot })
+        loop {
+            let slot = self.poly.router().resolve(name)?;
+            let lease = slot.pool.lease();
+            if lease.is_some() && !slot.is_live() {
+                // The pool was closed for idleness between the lookup and the lease: the next
+                // lookup reopens it.
+                continue;
+            }
+            let collection = slot.database.collection::<T>(T::COLLECTION);
+            self.cache.entries.insert(
+                name.into(),
+                Cached {
+                    collection: collection.clone(),
+                    slot: Arc::clone(&slot),
+                },
+            );
+            return Ok(DbHandle {
+                collection,
+                slot,
+                _lease: lease,
+            });
+        }
     }
 
     /// The model's collection in the default database (the `default_db` option).
@@ -167,11 +185,14 @@ impl<T: Model> AnyModelCache for ModelCache<T> {
 /// A model's collection in one database.
 ///
 /// Dereferences to [`mongodb::Collection<T>`]: call the driver's operations on it directly.
-/// While it lives it keeps its database's routing entry alive, which is how the manager knows
-/// the database is in use.
+/// While it lives, its database's pool counts as in use: a dedicated pool with `auto_close` is
+/// never closed under a live handle (nor under cursors and sessions made through it, which the
+/// closing client lets finish). Keep the handle for the duration of the work rather than
+/// keeping a clone of the inner `Collection`, which the manager cannot see.
 pub struct DbHandle<T: Send + Sync> {
     collection: Collection<T>,
     slot: Arc<DbSlot>,
+    _lease: Option<Lease>,
 }
 
 impl<T: Send + Sync> Clone for DbHandle<T> {
@@ -179,6 +200,7 @@ impl<T: Send + Sync> Clone for DbHandle<T> {
         Self {
             collection: self.collection.clone(),
             slot: Arc::clone(&self.slot),
+            _lease: self._lease.clone(),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -12,12 +12,15 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use serde::Serialize;
 use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::builder::PolyMongoBuilder;
 use crate::config::Options;
 use crate::error::{Error, Result};
 use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
 use crate::pool::{ClusterPool, ConnectionState, PoolKind, Shutdown};
+use crate::reaper::{self, Reapable, Retiring};
 use crate::routing::Router;
 use crate::scale::{self, Scale};
 
@@ -38,10 +41,17 @@ struct Inner {
     default_db: String,
     router: Router,
     models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
-    closed: AtomicBool,
     closing: tokio::sync::Mutex<()>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
+    stop_reaper: watch::Sender<bool>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Reapable for Inner {
+    fn reap(&self) -> Option<Duration> {
+        self.router.reap()
+    }
 }
 
 /// What [`PolyMongo::close_all`] did.
@@ -53,6 +63,9 @@ pub struct CloseReport {
     /// Of those, pools still busy (cursors or sessions open) at the deadline and closed without
     /// waiting for them.
     pub pools_forced: usize,
+    /// Clients of pools closed earlier for idleness, still finishing their cursors and
+    /// sessions, that this call shut down without waiting.
+    pub idle_clients_cut: usize,
     /// The manager had already been closed by an earlier call; this one did nothing.
     pub already_closed: bool,
 }
@@ -88,19 +101,30 @@ impl PolyMongo {
             resolved.client_options,
             runtime.clone(),
             Arc::clone(&live_clients),
+            None,
         ));
-        let poly = PolyMongo {
-            inner: Arc::new(Inner {
-                default_db: resolved.default_db,
-                router: Router::new(main, options.uri.clone()),
-                models: DashMap::new(),
-                closed: AtomicBool::new(false),
-                closing: tokio::sync::Mutex::new(()),
-                live_clients,
-                runtime,
-                options,
-            }),
-        };
+        let retiring = Arc::new(Retiring::new(runtime.clone()));
+        let router = Router::new(
+            main,
+            options.uri.clone(),
+            options.max_dedicated_pools,
+            retiring,
+        );
+        let (stop_reaper, stop) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            default_db: resolved.default_db,
+            router,
+            models: DashMap::new(),
+            closing: tokio::sync::Mutex::new(()),
+            live_clients,
+            runtime,
+            stop_reaper,
+            reaper: Mutex::new(None),
+            options,
+        });
+        let handle = reaper::spawn(&inner.runtime, Arc::downgrade(&inner), stop);
+        *inner.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let poly = PolyMongo { inner };
         for (name, config) in &poly.inner.options.databases {
             scale::apply(&poly, name, config).await?;
         }
@@ -120,6 +144,7 @@ impl PolyMongo {
         label: String,
         kind: PoolKind,
         options: ClientOptions,
+        ttl: Option<Duration>,
     ) -> ClusterPool {
         ClusterPool::new(
             label,
@@ -127,6 +152,7 @@ impl PolyMongo {
             options,
             self.inner.runtime.clone(),
             Arc::clone(&self.inner.live_clients),
+            ttl,
         )
     }
 
@@ -138,6 +164,12 @@ impl PolyMongo {
     /// Driver clients (pools) of this manager that are open or still shutting down.
     pub fn live_clients(&self) -> usize {
         self.inner.live_clients.load(Ordering::Acquire)
+    }
+
+    /// Dedicated pools with a client open now (at most `max_dedicated_pools`, unless every one
+    /// of them was in use when another had to open).
+    pub fn open_dedicated_pools(&self) -> usize {
+        self.inner.router.open_dedicated()
     }
 
     pub(crate) fn router(&self) -> &Router {
@@ -183,13 +215,18 @@ impl PolyMongo {
 
     /// The driver's `Database` handle for `name`, on the pool it is routed to.
     ///
+    /// A raw handle is not counted as use of a dedicated `auto_close` pool: that pool may close
+    /// for idleness while the handle is kept, and the handle then fails. Model handles
+    /// ([`model`](Self::model)) are counted.
+    ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`].
     pub fn database(&self, name: &str) -> Result<Database> {
         Ok(self.inner.router.resolve(name)?.database.clone())
     }
 
-    /// The driver's `Client` (the pool) that serves database `name`.
+    /// The driver's `Client` (the pool) that serves database `name`. Not counted as use, as
+    /// [`database`](Self::database).
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`].
@@ -251,7 +288,7 @@ impl PolyMongo {
 
     /// Whether [`close_all`](Self::close_all) has been called.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire)
+        self.inner.router.is_closed()
     }
 
     /// Closes every pool, gracefully: new work is refused at once with [`Error::Closed`],
@@ -260,11 +297,23 @@ impl PolyMongo {
     /// work, later ones wait for it and report `already_closed`.
     pub async fn close_all(&self, deadline: Duration) -> CloseReport {
         let _one_at_a_time = self.inner.closing.lock().await;
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.inner.router.close() {
             return CloseReport {
                 already_closed: true,
                 ..CloseReport::default()
             };
+        }
+        // The reaper stops first, so it closes nothing under our feet.
+        self.inner.stop_reaper.send_replace(true);
+        let reaper = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reaper) = reaper {
+            // It stops between passes; a pass never waits on the network.
+            let _ = reaper.await;
         }
         // Every pool refuses new work before any waits, then the routing entries and cached
         // handles (all stale now) are dropped.
@@ -293,6 +342,7 @@ impl PolyMongo {
                 }
             }
         }
+        report.idle_clients_cut = self.inner.router.retiring().force_all().await;
         tracing::info!(?report, "polymongo closed");
         report
     }

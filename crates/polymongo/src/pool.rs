@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mongodb::event::sdam::SdamEvent;
 use mongodb::event::EventHandler;
@@ -117,6 +117,13 @@ pub(crate) struct ClusterPool {
     observer: EventHandler<SdamEvent>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
+    /// Idle time after which the reaper closes the pool, in ms; 0: never (not `auto_close`).
+    ttl_ms: AtomicU64,
+    /// Handles alive on this pool (dedicated pools only; shared pools are never reaped).
+    handles: AtomicUsize,
+    /// When a handle was last taken or given back, in ms since `origin`.
+    last_used_ms: AtomicU64,
+    origin: Instant,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -139,6 +146,7 @@ impl ClusterPool {
         options: ClientOptions,
         runtime: Handle,
         live_clients: Arc<AtomicUsize>,
+        ttl: Option<Duration>,
     ) -> Self {
         let health = Arc::new(Health::new());
         let watched = Arc::clone(&health);
@@ -154,6 +162,10 @@ impl ClusterPool {
             observer: EventHandler::callback(move |e| watched.on_sdam(e)),
             live_clients,
             runtime,
+            ttl_ms: AtomicU64::new(ttl_millis(ttl)),
+            handles: AtomicUsize::new(0),
+            last_used_ms: AtomicU64::new(0),
+            origin: Instant::now(),
         }
     }
 
@@ -199,8 +211,86 @@ impl ClusterPool {
     }
 
     /// Options for the next client; the open one (if any) keeps its own until it is closed.
-    pub(crate) fn reconfigure(&self, options: ClientOptions) {
+    /// The idle time applies at once.
+    pub(crate) fn reconfigure(&self, options: ClientOptions, ttl: Option<Duration>) {
         self.slot().options = options;
+        self.ttl_ms.store(ttl_millis(ttl), Ordering::Release);
+    }
+
+    /// Counts a handle on a dedicated pool until the lease is dropped; `None` for shared pools,
+    /// which are never closed for idleness and so need no count.
+    ///
+    /// The caller must check its routing entry is still live *after* taking the lease: with
+    /// [`begin_idle_close`](Self::begin_idle_close) bumping the epoch before reading the count
+    /// (both `SeqCst`), either the closer sees this handle, or this check sees the new epoch.
+    #[inline]
+    pub(crate) fn lease(self: &Arc<Self>) -> Option<Lease> {
+        if self.kind == PoolKind::Shared {
+            return None;
+        }
+        self.handles.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Some(Lease {
+            pool: Arc::clone(self),
+        })
+    }
+
+    fn touch(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_used_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the pool was last used (a handle taken or given back).
+    pub(crate) fn idle_ms(&self) -> u64 {
+        let now = self.origin.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// The `auto_close` idle time, if any.
+    pub(crate) fn ttl(&self) -> Option<Duration> {
+        match self.ttl_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Whether a client is open now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.health.phase.load(Ordering::Acquire) == PHASE_OPEN
+    }
+
+    /// Whether the pool is open, unused by any handle, and idle past its `ttl`.
+    pub(crate) fn idle_expired(&self) -> bool {
+        self.is_open()
+            && self.handles.load(Ordering::SeqCst) == 0
+            && self
+                .ttl()
+                .is_some_and(|ttl| self.idle_ms() >= ttl.as_millis() as u64)
+    }
+
+    /// Closes the pool for idleness (TTL, least-recently-used bound, reconfiguration): the next
+    /// use opens a new client. Returns the client to shut down, or `None` if the pool has no
+    /// client or a handle is alive (then nothing is closed).
+    pub(crate) fn begin_idle_close(&self) -> Option<Client> {
+        let mut slot = self.slot();
+        if slot.client.is_none() || self.handles.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        // Epoch first, then the handle count again: see `lease`. If a handle appeared in
+        // between, give up; the epoch bump only makes caches resolve again to this client.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.handles.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        self.health.phase.store(PHASE_IDLE, Ordering::Release);
+        self.health.available().clear();
+        tracing::info!(cluster = %self.label, idle_ms = self.idle_ms(), "idle pool closing");
+        slot.client.take()
+    }
+
+    /// Records that a client of this pool finished shutting down.
+    pub(crate) fn client_gone(&self) {
+        self.live_clients.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -236,7 +326,7 @@ impl ClusterPool {
                     client.shutdown().immediate(true).await;
                     Shutdown::Forced
                 };
-                self.live_clients.fetch_sub(1, Ordering::AcqRel);
+                self.client_gone();
                 outcome
             }
         };
@@ -246,6 +336,32 @@ impl ClusterPool {
             tracing::info!(cluster = %self.label, kind = ?self.kind, "pool closed");
         }
         outcome
+    }
+}
+
+fn ttl_millis(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| (t.as_millis() as u64).max(1))
+}
+
+/// A handle's claim on a dedicated pool: while any lease lives, the pool is in use and is not
+/// closed for idleness.
+pub(crate) struct Lease {
+    pool: Arc<ClusterPool>,
+}
+
+impl Clone for Lease {
+    fn clone(&self) -> Self {
+        self.pool.handles.fetch_add(1, Ordering::SeqCst);
+        Lease {
+            pool: Arc::clone(&self.pool),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.touch();
+        self.pool.handles.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -265,6 +381,7 @@ mod tests {
             opts,
             Handle::current(),
             Arc::clone(&live),
+            None,
         );
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         let (a, epoch_a) = pool.client().unwrap();

@@ -17,9 +17,10 @@ use mongodb::options::DatabaseOptions;
 use mongodb::Database;
 
 use crate::db_config::DbConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::name::validate_database_name;
 use crate::pool::{ClusterPool, PoolKind};
+use crate::reaper::Retiring;
 
 /// The configured routing of one database.
 pub(crate) struct Route {
@@ -79,6 +80,12 @@ pub(crate) struct Router {
     slots: DashMap<Box<str>, Arc<DbSlot>>,
     /// Dedicated pools no database is routed to any more, still to be closed.
     draining: Mutex<Vec<Arc<ClusterPool>>>,
+    /// Most dedicated pools open at once (the least recently used idle one is closed first).
+    max_dedicated: usize,
+    /// Serialises the opening of dedicated pools, so the bound holds under concurrency.
+    opening: Mutex<()>,
+    retiring: Arc<Retiring>,
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for Router {
@@ -92,7 +99,12 @@ impl fmt::Debug for Router {
 }
 
 impl Router {
-    pub(crate) fn new(main: Arc<ClusterPool>, main_uri: String) -> Self {
+    pub(crate) fn new(
+        main: Arc<ClusterPool>,
+        main_uri: String,
+        max_dedicated: usize,
+        retiring: Arc<Retiring>,
+    ) -> Self {
         Self {
             main,
             main_uri,
@@ -100,7 +112,24 @@ impl Router {
             routes: DashMap::new(),
             slots: DashMap::new(),
             draining: Mutex::new(Vec::new()),
+            max_dedicated,
+            opening: Mutex::new(()),
+            retiring,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the router closed; `true` if it already was.
+    pub(crate) fn close(&self) -> bool {
+        self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn draining(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ClusterPool>>> {
+        self.draining.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The pool of the main cluster (the `uri` option).
@@ -139,10 +168,7 @@ impl Router {
         }
         if let Some(old) = old {
             if old.pool.kind() == PoolKind::Dedicated && !Arc::ptr_eq(&old.pool, &new_pool) {
-                self.draining
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Arc::clone(&old.pool));
+                self.draining().push(Arc::clone(&old.pool));
             }
         }
         tracing::debug!(database = name, cluster = %new_pool.label(), kind = ?new_pool.kind(), "database configured");
@@ -158,16 +184,90 @@ impl Router {
                 .filter(|r| r.pool.kind() == PoolKind::Dedicated)
                 .map(|r| Arc::clone(&r.pool)),
         );
-        all.extend(
-            self.draining
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned(),
-        );
-        let mut seen = std::collections::HashSet::new();
-        all.retain(|p| seen.insert(Arc::as_ptr(p)));
+        all.extend(self.draining().iter().cloned());
+        dedup(&mut all);
         all
+    }
+
+    /// Dedicated pools, routed or draining, each once.
+    fn dedicated_pools(&self) -> Vec<Arc<ClusterPool>> {
+        let mut all: Vec<_> = self
+            .routes
+            .iter()
+            .filter(|r| r.pool.kind() == PoolKind::Dedicated)
+            .map(|r| Arc::clone(&r.pool))
+            .collect();
+        all.extend(self.draining().iter().cloned());
+        dedup(&mut all);
+        all
+    }
+
+    /// Dedicated pools with a client open now.
+    pub(crate) fn open_dedicated(&self) -> usize {
+        self.dedicated_pools()
+            .iter()
+            .filter(|p| p.is_open())
+            .count()
+    }
+
+    /// One reaper pass: closes routed pools idle past their `ttl` and draining pools no handle
+    /// uses. Returns the shortest `ttl` among the pools still open.
+    pub(crate) fn reap(&self) -> Option<std::time::Duration> {
+        for pool in self.dedicated_pools() {
+            if pool.idle_expired() {
+                self.close_idle(&pool);
+            }
+        }
+        self.draining().retain(|pool| {
+            if pool.is_open() {
+                if let Some(client) = pool.begin_idle_close() {
+                    self.retiring.retire(pool, client);
+                }
+            }
+            pool.is_open()
+        });
+        self.dedicated_pools()
+            .iter()
+            .filter(|p| p.is_open())
+            .filter_map(|p| p.ttl())
+            .min()
+    }
+
+    fn close_idle(&self, pool: &Arc<ClusterPool>) -> bool {
+        match pool.begin_idle_close() {
+            Some(client) => {
+                self.retiring.retire(pool, client);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Before `opening` opens: while `max_dedicated` dedicated pools are open, closes the
+    /// least recently used one that no handle uses. If every open pool is in use the bound is
+    /// exceeded rather than a request refused, and a warning says so.
+    fn make_room(&self, opening: &Arc<ClusterPool>) {
+        let mut open: Vec<_> = self
+            .dedicated_pools()
+            .into_iter()
+            .filter(|p| p.is_open() && !Arc::ptr_eq(p, opening))
+            .collect();
+        // Least recently used last, so `pop` takes it.
+        open.sort_by_cached_key(|p| p.idle_ms());
+        let mut excess = (open.len() + 1).saturating_sub(self.max_dedicated);
+        while excess > 0 {
+            let Some(pool) = open.pop() else { break };
+            if self.close_idle(&pool) {
+                tracing::debug!(cluster = %pool.label(), "least recently used dedicated pool closed");
+                excess -= 1;
+            }
+        }
+        if excess > 0 {
+            tracing::warn!(
+                max_dedicated_pools = self.max_dedicated,
+                "every open dedicated pool is in use; opening one more than the bound"
+            );
+        }
     }
 
     /// The slot of `name`, made on first use. Validates the name only then: a name found in
@@ -195,9 +295,21 @@ impl Router {
     }
 
     fn new_slot(&self, name: &str) -> Result<Arc<DbSlot>> {
+        // A pool configured while `close_all` ran was not closed by it: refuse here too.
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
         let route = self.route(name);
         let pool = route.as_ref().map_or(&self.main, |r| &r.pool);
-        let (client, epoch) = pool.client()?;
+        let (client, epoch) = if pool.kind() == PoolKind::Dedicated && !pool.is_open() {
+            let _one_opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+            if !pool.is_open() {
+                self.make_room(pool);
+            }
+            pool.client()?
+        } else {
+            pool.client()?
+        };
         let database = match &route {
             Some(r) => client.database_with_options(name, r.database_options.clone()),
             None => client.database(name),
@@ -216,8 +328,18 @@ impl Router {
         self.slots.len()
     }
 
+    /// The clients shutting down in the background.
+    pub(crate) fn retiring(&self) -> &Arc<Retiring> {
+        &self.retiring
+    }
+
     /// Forgets every slot (their pools are closing, so they are already stale).
     pub(crate) fn clear(&self) {
         self.slots.clear();
     }
+}
+
+fn dedup(pools: &mut Vec<Arc<ClusterPool>>) {
+    let mut seen = std::collections::HashSet::new();
+    pools.retain(|p| seen.insert(Arc::as_ptr(p)));
 }

@@ -91,13 +91,14 @@ pub(crate) async fn apply(poly: &PolyMongo, name: &str, config: &DbConfig) -> Re
                     if old.pool.kind() == PoolKind::Dedicated
                         && old.config.uri.as_deref().unwrap_or(&options.uri) == cluster_uri =>
                 {
-                    old.pool.reconfigure(client_options);
+                    old.pool.reconfigure(client_options, config.idle_ttl());
                     Arc::clone(&old.pool)
                 }
                 _ => Arc::new(poly.new_pool(
                     format!("{} (database {name})", redact_uri(cluster_uri)),
                     PoolKind::Dedicated,
                     client_options,
+                    config.idle_ttl(),
                 )),
             }
         }
@@ -108,7 +109,12 @@ pub(crate) async fn apply(poly: &PolyMongo, name: &str, config: &DbConfig) -> Re
                     .client_options(cluster_uri, None)
                     .await
                     .map_err(db_err)?;
-                let pool = poly.new_pool(redact_uri(cluster_uri), PoolKind::Shared, client_options);
+                let pool = poly.new_pool(
+                    redact_uri(cluster_uri),
+                    PoolKind::Shared,
+                    client_options,
+                    None,
+                );
                 router.add_shared_pool(cluster_uri, Arc::new(pool))
             }
         },
