@@ -73,7 +73,18 @@ pub struct DbConfig {
     pub read_concern: Option<ReadConcern>,
     /// Write concern of the database's handles.
     pub write_concern: Option<WriteConcern>,
+    /// Most handles of this database alive at once — the noisy-neighbour guard for a database
+    /// on a shared pool. [`ModelHandle::acquire`](crate::ModelHandle::acquire) waits for a
+    /// free slot (up to `queue_timeout`); [`ModelHandle::db`](crate::ModelHandle::db) takes
+    /// one only if it is free now. Does not make the pool dedicated.
+    pub max_concurrent_ops: Option<u32>,
+    /// How long `acquire` waits for a slot under `max_concurrent_ops`. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
 }
+
+/// Default wait for a slot of a database with `max_concurrent_ops`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,6 +98,8 @@ impl fmt::Debug for DbConfig {
             .field("read_preference", &self.read_preference)
             .field("read_concern", &self.read_concern)
             .field("write_concern", &self.write_concern)
+            .field("max_concurrent_ops", &self.max_concurrent_ops)
+            .field("queue_timeout", &self.queue_timeout)
             .finish()
     }
 }
@@ -143,6 +156,18 @@ impl DbConfig {
     /// Write concern of the database's handles.
     pub fn write_concern(mut self, concern: WriteConcern) -> Self {
         self.write_concern = Some(concern);
+        self
+    }
+
+    /// Caps the handles of this database alive at once (see the field).
+    pub fn max_concurrent_ops(mut self, max: u32) -> Self {
+        self.max_concurrent_ops = Some(max);
+        self
+    }
+
+    /// How long `acquire` waits for a slot under `max_concurrent_ops`.
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = Some(timeout);
         self
     }
 
@@ -204,6 +229,21 @@ impl DbConfig {
                 ));
             }
         }
+        if self.max_concurrent_ops == Some(0) {
+            return Err(err("max_concurrent_ops", "must be at least 1".into()));
+        }
+        match (self.max_concurrent_ops, self.queue_timeout) {
+            (_, Some(Duration::ZERO)) => {
+                return Err(err("queue_timeout", "must be longer than zero".into()))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "queue_timeout",
+                    "has no effect without max_concurrent_ops".into(),
+                ))
+            }
+            _ => {}
+        }
         match (self.auto_close, self.ttl) {
             (true, None) => return Err(err("ttl", "auto_close needs a ttl".into())),
             (_, Some(Duration::ZERO)) => return Err(err("ttl", "must be longer than zero".into())),
@@ -248,6 +288,22 @@ mod tests {
         let mut ttl_alone = DbConfig::new();
         ttl_alone.ttl = Some(Duration::from_secs(1));
         assert_eq!(field(ttl_alone), "ttl");
+        assert_eq!(
+            field(DbConfig::new().max_concurrent_ops(0)),
+            "max_concurrent_ops"
+        );
+        assert_eq!(
+            field(DbConfig::new().queue_timeout(Duration::from_secs(1))),
+            "queue_timeout"
+        );
+        assert_eq!(
+            field(
+                DbConfig::new()
+                    .max_concurrent_ops(2)
+                    .queue_timeout(Duration::ZERO)
+            ),
+            "queue_timeout"
+        );
     }
 
     #[test]

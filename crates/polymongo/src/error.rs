@@ -71,6 +71,18 @@ pub enum Error {
         after: Duration,
     },
 
+    /// A database with `max_concurrent_ops` had no free slot: none was free now (`db`) or
+    /// none came free within its `queue_timeout` (`acquire`).
+    #[error("database {database:?} is at its limit of {limit} concurrent operations (waited {waited:?})")]
+    Saturated {
+        /// The database.
+        database: String,
+        /// Its `max_concurrent_ops`.
+        limit: u32,
+        /// How long the call waited.
+        waited: Duration,
+    },
+
     /// The manager was closed by [`PolyMongo::close_all`](crate::PolyMongo::close_all); it hands
     /// out no new work.
     #[error("polymongo is closed: no new operations are accepted")]
@@ -97,6 +109,8 @@ pub enum ErrorKind {
     Connection,
     /// See [`Error::Timeout`].
     Timeout,
+    /// See [`Error::Saturated`].
+    Saturated,
     /// See [`Error::Closed`].
     Closed,
     /// See [`Error::NoRuntime`].
@@ -113,6 +127,7 @@ impl Error {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Saturated { .. } => ErrorKind::Saturated,
             Error::Closed => ErrorKind::Closed,
             Error::NoRuntime => ErrorKind::NoRuntime,
             Error::Driver(_) => ErrorKind::Driver,
@@ -123,7 +138,7 @@ impl Error {
     /// bound was hit, or the driver labelled the error retryable or transient.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connection { .. } | Error::Timeout { .. } => true,
+            Error::Connection { .. } | Error::Timeout { .. } | Error::Saturated { .. } => true,
             Error::Driver(e) => driver_is_retryable(e),
             Error::Config { .. }
             | Error::DbConfig { .. }

@@ -57,7 +57,7 @@ pub use builder::PolyMongoBuilder;
 pub use config::{
     Options, RetryOptions, DEFAULT_MAX_DEDICATED_POOLS, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB,
 };
-pub use db_config::DbConfig;
+pub use db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{DbHandle, Model, ModelHandle};
 pub use name::{

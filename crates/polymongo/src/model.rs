@@ -15,9 +15,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use mongodb::Collection;
+use mongodb::{Collection, IndexModel};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::name::validate_collection_name;
 use crate::poly::PolyMongo;
 use crate::pool::Lease;
@@ -41,15 +42,45 @@ use crate::routing::DbSlot;
 ///
 /// The driver's operations need `T: Serialize` to write and `T: DeserializeOwned` to read;
 /// the trait itself asks only for the collection name.
+///
+/// Per-tenant indexes: a model may declare the indexes it needs, and
+/// [`ModelHandle::acquire`] creates them in each database the first time the model is used
+/// there, so tenant databases created at run time get them too:
+///
+/// ```
+/// use mongodb::{bson::doc, options::IndexOptions, IndexModel};
+///
+/// struct Account;
+///
+/// impl polymongo::Model for Account {
+///     const COLLECTION: &'static str = "accounts";
+///
+///     fn indexes() -> Vec<IndexModel> {
+///         vec![IndexModel::builder()
+///             .keys(doc! { "email": 1 })
+///             .options(IndexOptions::builder().unique(true).build())
+///             .build()]
+///     }
+/// }
+/// ```
 pub trait Model: Send + Sync + 'static {
     /// The collection's name, the same in every database. Checked when the model is first used
     /// on a database: no `$`, no NUL, not empty, not `system.`.
     const COLLECTION: &'static str;
+
+    /// Indexes the collection needs in every database. Default: none.
+    fn indexes() -> Vec<IndexModel> {
+        Vec::new()
+    }
 }
 
 /// Collection handles of one model, by database name.
 pub(crate) struct ModelCache<T: Send + Sync> {
     entries: DashMap<Box<str>, Cached<T>>,
+    /// The model's declared indexes (empty: nothing to ensure).
+    indexes: Vec<IndexModel>,
+    /// Per database, set once the indexes exist there; shared by concurrent first uses.
+    indexed: DashMap<Box<str>, Arc<OnceCell<()>>>,
 }
 
 struct Cached<T: Send + Sync> {
@@ -57,10 +88,12 @@ struct Cached<T: Send + Sync> {
     slot: Arc<DbSlot>,
 }
 
-impl<T: Send + Sync> ModelCache<T> {
+impl<T: Model> ModelCache<T> {
     pub(crate) fn new() -> Self {
         Self {
             entries: DashMap::new(),
+            indexes: T::indexes(),
+            indexed: DashMap::new(),
         }
     }
 }
@@ -102,12 +135,70 @@ impl<T: Model> ModelHandle<T> {
     /// The first call for a database checks its name and opens the pool if it is the first use
     /// of that pool (cold start); later calls are a cache lookup.
     ///
+    /// Never does I/O: declared indexes are created by [`acquire`](Self::acquire), and on a
+    /// database with `max_concurrent_ops` this takes a slot only if one is free now.
+    ///
     /// # Errors
     /// [`Error::InvalidName`](crate::Error::InvalidName) for a name MongoDB would refuse (or an
     /// invalid [`Model::COLLECTION`]), [`Error::Closed`](crate::Error::Closed) after
-    /// [`close_all`](PolyMongo::close_all).
+    /// [`close_all`](PolyMongo::close_all), [`Error::Saturated`](crate::Error::Saturated) when
+    /// the database's `max_concurrent_ops` slots are all taken.
     #[inline]
     pub fn db(&self, name: &str) -> Result<DbHandle<T>> {
+        let mut handle = self.handle(name)?;
+        if let Some(gate) = &handle.slot.gate {
+            handle.permit = Some(Arc::new(gate.try_enter(name)?));
+        }
+        Ok(handle)
+    }
+
+    /// The model's collection in database `name`, ready for work: the model's declared
+    /// [indexes](Model::indexes) exist there (created on the first call for that database,
+    /// once, however many callers race; later calls make no round trip for them), and for a
+    /// database with `max_concurrent_ops` the handle holds one of its slots, waited for up to
+    /// its `queue_timeout`.
+    ///
+    /// # Errors
+    /// As [`db`](Self::db), plus the driver's error if the indexes cannot be created (the next
+    /// call tries again), and [`Error::Saturated`](crate::Error::Saturated) if no slot came
+    /// free in time.
+    pub async fn acquire(&self, name: &str) -> Result<DbHandle<T>> {
+        let mut handle = self.handle(name)?;
+        if !self.cache.indexes.is_empty() {
+            self.ensure_indexes(&handle).await?;
+        }
+        if let Some(gate) = &handle.slot.gate {
+            handle.permit = Some(Arc::new(gate.enter(name).await?));
+        }
+        Ok(handle)
+    }
+
+    async fn ensure_indexes(&self, handle: &DbHandle<T>) -> Result<()> {
+        let name = handle.database_name();
+        let cell = match self.cache.indexed.get(name) {
+            Some(cell) => Arc::clone(&cell),
+            None => Arc::clone(&self.cache.indexed.entry(name.into()).or_default()),
+        };
+        cell.get_or_try_init(|| async {
+            handle
+                .collection
+                .create_indexes(self.cache.indexes.clone())
+                .await
+                .map_err(|e| Error::from_driver(e, handle.slot.pool.label()))?;
+            tracing::debug!(
+                database = name,
+                collection = T::COLLECTION,
+                "model indexes ensured"
+            );
+            Ok::<_, Error>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The handle without the concurrency slot.
+    #[inline]
+    fn handle(&self, name: &str) -> Result<DbHandle<T>> {
         if let Some(hit) = self.cache.entries.get(name) {
             if hit.slot.is_live() {
                 let lease = hit.slot.pool.lease();
@@ -117,6 +208,7 @@ impl<T: Model> ModelHandle<T> {
                         collection: hit.collection.clone(),
                         slot: Arc::clone(&hit.slot),
                         _lease: lease,
+                        permit: None,
                     });
                 }
             }
@@ -147,6 +239,7 @@ impl<T: Model> ModelHandle<T> {
                 collection,
                 slot,
                 _lease: lease,
+                permit: None,
             });
         }
     }
@@ -189,10 +282,14 @@ impl<T: Model> AnyModelCache for ModelCache<T> {
 /// never closed under a live handle (nor under cursors and sessions made through it, which the
 /// closing client lets finish). Keep the handle for the duration of the work rather than
 /// keeping a clone of the inner `Collection`, which the manager cannot see.
+///
+/// On a database with `max_concurrent_ops` the handle holds one of its slots; clones share it,
+/// and it is given back when the last of them is dropped.
 pub struct DbHandle<T: Send + Sync> {
     collection: Collection<T>,
     slot: Arc<DbSlot>,
     _lease: Option<Lease>,
+    permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl<T: Send + Sync> Clone for DbHandle<T> {
@@ -201,6 +298,7 @@ impl<T: Send + Sync> Clone for DbHandle<T> {
             collection: self.collection.clone(),
             slot: Arc::clone(&self.slot),
             _lease: self._lease.clone(),
+            permit: self.permit.clone(),
         }
     }
 }

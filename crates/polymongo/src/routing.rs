@@ -10,13 +10,15 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use mongodb::options::DatabaseOptions;
 use mongodb::Database;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::db_config::DbConfig;
+use crate::db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::name::validate_database_name;
 use crate::pool::{ClusterPool, PoolKind};
@@ -27,14 +29,56 @@ pub(crate) struct Route {
     pub(crate) pool: Arc<ClusterPool>,
     pub(crate) config: DbConfig,
     database_options: DatabaseOptions,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Route {
     pub(crate) fn new(pool: Arc<ClusterPool>, config: DbConfig) -> Self {
         Self {
             database_options: config.database_options(),
+            gate: config.max_concurrent_ops.map(|limit| {
+                Arc::new(Gate {
+                    slots: Arc::new(Semaphore::new(limit as usize)),
+                    limit,
+                    wait: config.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+                })
+            }),
             pool,
             config,
+        }
+    }
+}
+
+/// The `max_concurrent_ops` guard of one database: a semaphore whose permits live in handles.
+pub(crate) struct Gate {
+    slots: Arc<Semaphore>,
+    limit: u32,
+    wait: Duration,
+}
+
+impl Gate {
+    /// A slot if one is free now.
+    pub(crate) fn try_enter(&self, database: &str) -> Result<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| self.saturated(database, Duration::ZERO))
+    }
+
+    /// A slot, waiting up to the database's `queue_timeout`.
+    pub(crate) async fn enter(&self, database: &str) -> Result<OwnedSemaphorePermit> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; a closed one would mean no slot ever again.
+            Ok(Err(_)) | Err(_) => Err(self.saturated(database, started.elapsed())),
+        }
+    }
+
+    fn saturated(&self, database: &str, waited: Duration) -> Error {
+        Error::Saturated {
+            database: database.to_owned(),
+            limit: self.limit,
+            waited,
         }
     }
 }
@@ -43,6 +87,7 @@ impl Route {
 pub(crate) struct DbSlot {
     pub(crate) database: Database,
     pub(crate) pool: Arc<ClusterPool>,
+    pub(crate) gate: Option<Arc<Gate>>,
     epoch: u64,
     retired: AtomicBool,
 }
@@ -212,7 +257,7 @@ impl Router {
 
     /// One reaper pass: closes routed pools idle past their `ttl` and draining pools no handle
     /// uses. Returns the shortest `ttl` among the pools still open.
-    pub(crate) fn reap(&self) -> Option<std::time::Duration> {
+    pub(crate) fn reap(&self) -> Option<Duration> {
         for pool in self.dedicated_pools() {
             if pool.idle_expired() {
                 self.close_idle(&pool);
@@ -318,6 +363,7 @@ impl Router {
         Ok(Arc::new(DbSlot {
             database,
             pool: Arc::clone(pool),
+            gate: route.as_ref().and_then(|r| r.gate.clone()),
             epoch,
             retired: AtomicBool::new(false),
         }))

@@ -194,7 +194,12 @@ async fn a_thousand_operations_racing_a_20ms_ttl_see_no_error_and_leave_no_clien
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     let check = raw(&a).await;
     let mut total = 0;
     for db in &names {
