@@ -258,3 +258,125 @@ async fn no_more_than_max_dedicated_pools_are_open_at_once() {
     poly.close_all(Duration::from_secs(5)).await;
     assert_eq!(poly.live_clients(), 0);
 }
+
+/// Highest server-side connection count on `server` while `work` runs.
+async fn peak_connections<F: std::future::Future<Output = ()>>(
+    server: &polymongo_testkit::TestServer,
+    work: F,
+) -> i64 {
+    let uri = server.uri().to_owned();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(polymongo_testkit::connection_count(&uri).await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            peak
+        })
+    };
+    work.await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap()
+}
+
+async fn load(items: &polymongo::ModelHandle<Item>, db: &str) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let h = items.db(db).unwrap();
+        tasks.spawn(async move {
+            h.insert_one(Item { n: i }).await.unwrap();
+            h.count_documents(doc! {}).await.unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn new_pool_settings_apply_to_a_live_pool_at_its_next_reopen() {
+    let (a, b) = (server().await, server().await);
+    let ttl = Duration::from_millis(50);
+    let poly = PolyMongo::builder()
+        .uri(a.uri())
+        .db(
+            "resized",
+            DbConfig::new()
+                .uri(b.uri())
+                .max_connections(1)
+                .auto_close(ttl),
+        )
+        .build()
+        .await
+        .unwrap();
+    let items = poly.model::<Item>();
+    let keep = items.db("resized").unwrap();
+    let one = peak_connections(&b, load(&items, "resized")).await;
+    assert!(
+        one <= 1 + common::MONITOR_CONNECTIONS,
+        "pool of 1 used {one}"
+    );
+
+    // Reconfigured while open (a handle is alive): the open client keeps its pool of 1.
+    poly.scale()
+        .set_db(
+            &["resized"],
+            DbConfig::new()
+                .uri(b.uri())
+                .max_connections(4)
+                .auto_close(ttl),
+        )
+        .await
+        .unwrap();
+    assert_eq!(poly.live_clients(), 1, "same pool, same client");
+    let still_one = peak_connections(&b, load(&items, "resized")).await;
+    assert!(
+        still_one <= 1 + common::MONITOR_CONNECTIONS,
+        "before reopen: {still_one}"
+    );
+
+    // Once idle-closed and reopened, the new size applies.
+    drop(keep);
+    eventually(
+        "the pool to close for idleness",
+        Duration::from_secs(10),
+        || async { (poly.open_dedicated_pools() == 0).then_some(()) },
+    )
+    .await;
+    let four = peak_connections(&b, load(&items, "resized")).await;
+    assert!(
+        four <= 4 + common::MONITOR_CONNECTIONS,
+        "pool of 4 used {four}"
+    );
+    assert!(
+        four > still_one,
+        "the reopened pool is larger: {four} vs {still_one}"
+    );
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn the_reaper_stops_with_the_manager() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = server().await;
+        let before = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        // Cold start: no client, so the only task the manager starts is its reaper.
+        let poly = common::manager(&server, 2).await;
+        let metrics = tokio::runtime::Handle::current().metrics();
+        assert_eq!(metrics.num_alive_tasks(), before + 1, "the reaper runs");
+        drop(poly);
+        eventually("the reaper to end", Duration::from_secs(10), || async {
+            (metrics.num_alive_tasks() == before).then_some(())
+        })
+        .await;
+    });
+}
