@@ -145,7 +145,10 @@ impl<T: Model> ModelHandle<T> {
     /// the database's `max_concurrent_ops` slots are all taken.
     #[inline]
     pub fn db(&self, name: &str) -> Result<DbHandle<T>> {
-        let mut handle = self.handle(name)?;
+        let mut handle = match self.cached(name) {
+            Some(handle) => handle,
+            None => self.db_cold(name)?,
+        };
         if let Some(gate) = &handle.slot.gate {
             handle.permit = Some(Arc::new(gate.try_enter(name)?));
         }
@@ -163,7 +166,10 @@ impl<T: Model> ModelHandle<T> {
     /// call tries again), and [`Error::Saturated`](crate::Error::Saturated) if no slot came
     /// free in time.
     pub async fn acquire(&self, name: &str) -> Result<DbHandle<T>> {
-        let mut handle = self.handle(name)?;
+        let mut handle = match self.cached(name) {
+            Some(handle) => handle,
+            None => self.db_cold(name)?,
+        };
         if !self.cache.indexes.is_empty() {
             self.ensure_indexes(&handle).await?;
         }
@@ -196,24 +202,26 @@ impl<T: Model> ModelHandle<T> {
         Ok(())
     }
 
-    /// The handle without the concurrency slot.
-    #[inline]
-    fn handle(&self, name: &str) -> Result<DbHandle<T>> {
-        if let Some(hit) = self.cache.entries.get(name) {
-            if hit.slot.is_live() {
-                let lease = hit.slot.pool.lease();
-                // Checked again after the lease is taken: see `ClusterPool::lease`.
-                if lease.is_none() || hit.slot.is_live() {
-                    return Ok(DbHandle {
-                        collection: hit.collection.clone(),
-                        slot: Arc::clone(&hit.slot),
-                        _lease: lease,
-                        permit: None,
-                    });
-                }
-            }
+    /// The cached handle (without a concurrency slot), if the database was used before and its
+    /// entry is still live. An `Option`, not a `Result`, so the hot path moves 32 bytes, not
+    /// an error-sized value.
+    #[inline(always)]
+    fn cached(&self, name: &str) -> Option<DbHandle<T>> {
+        let hit = self.cache.entries.get(name)?;
+        if !hit.slot.is_live() {
+            return None;
         }
-        self.db_cold(name)
+        let lease = hit.slot.pool.lease();
+        // Checked again after the lease is taken: see `ClusterPool::lease`.
+        if lease.is_some() && !hit.slot.is_live() {
+            return None;
+        }
+        Some(DbHandle {
+            collection: hit.collection.clone(),
+            slot: Arc::clone(&hit.slot),
+            _lease: lease,
+            permit: None,
+        })
     }
 
     #[cold]

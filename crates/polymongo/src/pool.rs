@@ -109,7 +109,9 @@ struct Slot {
 pub(crate) struct ClusterPool {
     label: String,
     kind: PoolKind,
-    slot: Mutex<Slot>,
+    /// Boxed: the driver's options are large, and the fields the hot path reads (`epoch`,
+    /// `kind`) should share a cache line rather than sit on either side of them.
+    slot: Mutex<Box<Slot>>,
     /// Bumped (under the `slot` lock) each time the pool starts closing. Routing entries
     /// remember the epoch their client came from; a different epoch means that client is gone.
     epoch: AtomicU64,
@@ -153,10 +155,10 @@ impl ClusterPool {
         Self {
             label,
             kind,
-            slot: Mutex::new(Slot {
+            slot: Mutex::new(Box::new(Slot {
                 client: None,
                 options,
-            }),
+            })),
             epoch: AtomicU64::new(0),
             health,
             observer: EventHandler::callback(move |e| watched.on_sdam(e)),
@@ -177,7 +179,7 @@ impl ClusterPool {
         self.kind
     }
 
-    fn slot(&self) -> MutexGuard<'_, Slot> {
+    fn slot(&self) -> MutexGuard<'_, Box<Slot>> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
