@@ -48,7 +48,8 @@ impl<'a> Scale<'a> {
     }
 
     /// [`set_db`](Self::set_db), then connects each database's pool and pings it (with the
-    /// manager's retry), so connection problems surface now.
+    /// manager's retry), so connection problems surface now. The configuration stays applied
+    /// when the connection fails: the next use tries again.
     ///
     /// # Errors
     /// As `set_db`, plus [`Error::Connection`] for a cluster that does not answer.
