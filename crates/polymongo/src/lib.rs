@@ -48,10 +48,12 @@ mod model;
 mod name;
 mod poly;
 mod pool;
+mod pool_stats;
 mod reaper;
 mod redact;
 mod routing;
 mod scale;
+mod stats;
 
 pub use builder::PolyMongoBuilder;
 pub use config::{
@@ -65,8 +67,13 @@ pub use name::{
 };
 pub use poly::{CloseReport, PolyMongo};
 pub use pool::{ConnectionState, PoolKind};
+pub use pool_stats::PoolStats;
 pub use reaper::IDLE_CLOSE_GRACE;
 pub use redact::redact_uri;
 pub use scale::Scale;
+pub use stats::{
+    CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
+    MAX_LISTED_DATABASES,
+};
 
 pub use mongodb;

@@ -23,6 +23,7 @@ use crate::pool::{ClusterPool, ConnectionState, PoolKind, Shutdown};
 use crate::reaper::{self, Reapable, Retiring};
 use crate::routing::Router;
 use crate::scale::{self, Scale};
+use crate::stats::Stats;
 
 /// Manages MongoDB connections for an application that uses many databases.
 ///
@@ -159,6 +160,11 @@ impl PolyMongo {
     /// Run-time configuration of databases: dedicated pools, other clusters, handle options.
     pub fn scale(&self) -> Scale<'_> {
         Scale::new(self)
+    }
+
+    /// Pool figures and database statistics.
+    pub fn stats(&self) -> Stats<'_> {
+        Stats::new(self)
     }
 
     /// Driver clients (pools) of this manager that are open or still shutting down.

@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+use crate::pool_stats::{self, Counters, Gauges, PoolStats};
 
 /// Where a pool stands, as the npm package's `getConnectionState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -101,6 +102,8 @@ pub enum PoolKind {
 
 struct Slot {
     client: Option<Client>,
+    /// The open client's connection gauges.
+    gauges: Option<Arc<Gauges>>,
     /// Options the next client is made with (a reconfiguration waits for the next open).
     options: ClientOptions,
 }
@@ -117,6 +120,7 @@ pub(crate) struct ClusterPool {
     epoch: AtomicU64,
     health: Arc<Health>,
     observer: EventHandler<SdamEvent>,
+    counters: Arc<Counters>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
     /// Idle time after which the reaper closes the pool, in ms; 0: never (not `auto_close`).
@@ -157,8 +161,10 @@ impl ClusterPool {
             kind,
             slot: Mutex::new(Box::new(Slot {
                 client: None,
+                gauges: None,
                 options,
             })),
+            counters: Arc::new(Counters::default()),
             epoch: AtomicU64::new(0),
             health,
             observer: EventHandler::callback(move |e| watched.on_sdam(e)),
@@ -196,6 +202,11 @@ impl ClusterPool {
         }
         let mut options = slot.options.clone();
         options.sdam_event_handler = Some(self.observer.clone());
+        let gauges = Arc::new(Gauges::default());
+        options.cmap_event_handler = Some(pool_stats::observer(
+            Arc::clone(&gauges),
+            Arc::clone(&self.counters),
+        ));
         let _in_runtime = self.runtime.enter();
         let client =
             Client::with_options(options).map_err(|e| Error::from_driver(e, &self.label))?;
@@ -203,6 +214,7 @@ impl ClusterPool {
         self.health.phase.store(PHASE_OPEN, Ordering::Release);
         tracing::info!(cluster = %self.label, kind = ?self.kind, max_pool_size = ?slot.options.max_pool_size, "pool opened");
         slot.client = Some(client.clone());
+        slot.gauges = Some(gauges);
         Ok((client, epoch))
     }
 
@@ -287,12 +299,24 @@ impl ClusterPool {
         self.health.phase.store(PHASE_IDLE, Ordering::Release);
         self.health.available().clear();
         tracing::info!(cluster = %self.label, idle_ms = self.idle_ms(), "idle pool closing");
+        slot.gauges = None;
         slot.client.take()
     }
 
     /// Records that a client of this pool finished shutting down.
     pub(crate) fn client_gone(&self) {
         self.live_clients.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The pool's figures now (zero connections when no client is open).
+    pub(crate) fn stats(&self) -> PoolStats {
+        let slot = self.slot();
+        PoolStats::read(
+            slot.gauges.as_deref(),
+            &self.counters,
+            slot.options.max_pool_size.unwrap_or(0),
+            slot.options.min_pool_size.unwrap_or(0),
+        )
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -311,6 +335,7 @@ impl ClusterPool {
         let mut slot = self.slot();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.health.phase.store(PHASE_CLOSING, Ordering::Release);
+        slot.gauges = None;
         slot.client.take()
     }
 

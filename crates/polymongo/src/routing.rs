@@ -371,6 +371,24 @@ impl Router {
         }))
     }
 
+    /// Each database in use with its pool.
+    pub(crate) fn databases(&self) -> Vec<(String, Arc<ClusterPool>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.is_live())
+            .map(|s| (s.key().to_string(), Arc::clone(&s.pool)))
+            .collect()
+    }
+
+    /// Each routed dedicated pool with its database's configuration.
+    pub(crate) fn dedicated_owners(&self) -> Vec<(Arc<ClusterPool>, DbConfig)> {
+        self.routes
+            .iter()
+            .filter(|r| r.pool.kind() == PoolKind::Dedicated)
+            .map(|r| (Arc::clone(&r.pool), r.config.clone()))
+            .collect()
+    }
+
     /// Number of databases resolved and still routed.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
