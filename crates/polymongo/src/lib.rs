@@ -44,6 +44,7 @@ mod builder;
 mod config;
 mod db_config;
 mod error;
+pub mod hooks;
 mod model;
 mod name;
 mod poly;
@@ -61,6 +62,7 @@ pub use config::{
 };
 pub use db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
 pub use error::{Error, ErrorKind, Result};
+pub use hooks::{ErrorEvent, HookHandle, PoolEvent};
 pub use model::{DbHandle, Model, ModelHandle};
 pub use name::{
     validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,

@@ -1,6 +1,7 @@
 //! The manager: one value that owns the pools, routes databases and hands out model handles.
 
 use std::any::TypeId;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,14 +13,15 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use serde::Serialize;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::PolyMongoBuilder;
 use crate::config::Options;
 use crate::error::{Error, Result};
+use crate::hooks::{self, Directory, ErrorEvent, HookHandle, PoolEvent, Registry};
 use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
-use crate::pool::{ClusterPool, ConnectionState, PoolKind, Shutdown};
+use crate::pool::{ClusterPool, ConnectionState, PoolEnv, PoolKind, Shutdown};
 use crate::reaper::{self, Reapable, Retiring};
 use crate::routing::Router;
 use crate::scale::{self, Scale};
@@ -43,10 +45,16 @@ struct Inner {
     router: Router,
     models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
     closing: tokio::sync::Mutex<()>,
-    live_clients: Arc<AtomicUsize>,
-    runtime: Handle,
+    env: PoolEnv,
+    hooks: Arc<Registry>,
     stop_reaper: watch::Sender<bool>,
     reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Directory for Inner {
+    fn served(&self, pool: u64, only: Option<&HashSet<String>>) -> Vec<String> {
+        self.router.served(pool, only)
+    }
 }
 
 impl Reapable for Inner {
@@ -95,13 +103,17 @@ impl PolyMongo {
         for (name, config) in &options.databases {
             config.validate(name)?;
         }
-        let live_clients = Arc::new(AtomicUsize::new(0));
+        let (signals, signal_rx) = mpsc::unbounded_channel();
+        let env = PoolEnv {
+            runtime: runtime.clone(),
+            live_clients: Arc::new(AtomicUsize::new(0)),
+            signals,
+        };
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,
             PoolKind::Shared,
             resolved.client_options,
-            runtime.clone(),
-            Arc::clone(&live_clients),
+            &env,
             None,
         ));
         let retiring = Arc::new(Retiring::new(runtime.clone()));
@@ -117,13 +129,19 @@ impl PolyMongo {
             router,
             models: DashMap::new(),
             closing: tokio::sync::Mutex::new(()),
-            live_clients,
-            runtime,
+            env,
+            hooks: Arc::new(Registry::default()),
             stop_reaper,
             reaper: Mutex::new(None),
             options,
         });
-        let handle = reaper::spawn(&inner.runtime, Arc::downgrade(&inner), stop);
+        let handle = reaper::spawn(&runtime, Arc::downgrade(&inner), stop);
+        hooks::spawn(
+            &runtime,
+            Arc::clone(&inner.hooks),
+            Arc::downgrade(&inner),
+            signal_rx,
+        );
         *inner.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         let poly = PolyMongo { inner };
         for (name, config) in &poly.inner.options.databases {
@@ -147,19 +165,58 @@ impl PolyMongo {
         options: ClientOptions,
         ttl: Option<Duration>,
     ) -> ClusterPool {
-        ClusterPool::new(
-            label,
-            kind,
-            options,
-            self.inner.runtime.clone(),
-            Arc::clone(&self.inner.live_clients),
-            ttl,
-        )
+        ClusterPool::new(label, kind, options, &self.inner.env, ttl)
     }
 
     /// Run-time configuration of databases: dedicated pools, other clusters, handle options.
     pub fn scale(&self) -> Scale<'_> {
         Scale::new(self)
+    }
+
+    /// Calls `hook` each time a pool connects (its first usable server is seen after being
+    /// closed or unreachable). See [`hooks`](crate::hooks) for how hooks run. Register hooks
+    /// before the first use: with `cold_start(false)` the main pool connects inside `build`.
+    pub fn on_db_connect(&self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> HookHandle {
+        self.inner.hooks.add_pool_hook(true, None, Arc::new(hook))
+    }
+
+    /// Calls `hook` each time a pool disconnects (closed, or its last server lost).
+    pub fn on_db_disconnect(
+        &self,
+        hook: impl Fn(&PoolEvent) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.inner.hooks.add_pool_hook(false, None, Arc::new(hook))
+    }
+
+    /// Like [`on_db_connect`](Self::on_db_connect), only for pools serving one of `names`;
+    /// the event lists those of `names` the pool serves.
+    pub fn on_these_db_connect<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        hook: impl Fn(&PoolEvent) + Send + Sync + 'static,
+    ) -> HookHandle {
+        let only = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        self.inner
+            .hooks
+            .add_pool_hook(true, Some(only), Arc::new(hook))
+    }
+
+    /// Like [`on_db_disconnect`](Self::on_db_disconnect), only for pools serving one of
+    /// `names`.
+    pub fn on_these_db_disconnect<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        hook: impl Fn(&PoolEvent) + Send + Sync + 'static,
+    ) -> HookHandle {
+        let only = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        self.inner
+            .hooks
+            .add_pool_hook(false, Some(only), Arc::new(hook))
+    }
+
+    /// Calls `hook` when a server of a pool becomes unreachable and when `connect`/`ping` fail.
+    pub fn on_error(&self, hook: impl Fn(&ErrorEvent) + Send + Sync + 'static) -> HookHandle {
+        self.inner.hooks.add_error_hook(Arc::new(hook))
     }
 
     /// Pool figures and database statistics.
@@ -169,7 +226,7 @@ impl PolyMongo {
 
     /// Driver clients (pools) of this manager that are open or still shutting down.
     pub fn live_clients(&self) -> usize {
-        self.inner.live_clients.load(Ordering::Acquire)
+        self.inner.env.live_clients.load(Ordering::Acquire)
     }
 
     /// Dedicated pools with a client open now (at most `max_dedicated_pools`, unless every one
@@ -272,6 +329,7 @@ impl PolyMongo {
                     let err = Error::from_driver(e, slot.pool.label());
                     if attempt >= retry.attempts || !err.is_retryable() {
                         tracing::warn!(database = name, error = %err, attempt, "ping failed");
+                        slot.pool.report_error(Some(name), err.to_string());
                         return Err(err);
                     }
                     tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, "ping failed; retrying");

@@ -7,9 +7,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mongodb::event::sdam::SdamEvent;
 use mongodb::event::EventHandler;
@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+use crate::hooks::{ErrorEvent, Signal, Signals};
 use crate::pool_stats::{self, Counters, Gauges, PoolStats};
 
 /// Where a pool stands, as the npm package's `getConnectionState`.
@@ -40,44 +41,109 @@ const PHASE_OPEN: u8 = 1;
 const PHASE_CLOSING: u8 = 2;
 const PHASE_CLOSED: u8 = 3;
 
-/// What the driver's monitors have told us; shared with the event handler.
+/// What the driver's monitors have told us; shared with the event handlers.
 struct Health {
     phase: AtomicU8,
     /// Servers whose last description was not `Unknown`.
     available: Mutex<HashSet<ServerAddress>>,
+    /// Bumped for each new client and each close: events of older clients are ignored.
+    generation: AtomicU64,
+    /// Whether the last transition reported was "connected", so each is reported once.
+    announced: AtomicBool,
+    reporter: Reporter,
+}
+
+/// Who a pool is, for the hook dispatcher.
+struct Reporter {
+    pool: u64,
+    cluster: String,
+    kind: PoolKind,
+    signals: Signals,
 }
 
 impl Health {
-    fn new() -> Self {
-        Self {
-            phase: AtomicU8::new(PHASE_IDLE),
-            available: Mutex::new(HashSet::new()),
-        }
-    }
-
     fn available(&self) -> MutexGuard<'_, HashSet<ServerAddress>> {
         // A poisoned set is still a valid set: the handler only inserts and removes.
         self.available.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn on_sdam(&self, event: SdamEvent) {
+    /// Reports a transition unless it is the state already reported.
+    fn announce(&self, connected: bool) {
+        if self.announced.swap(connected, Ordering::AcqRel) != connected {
+            let r = &self.reporter;
+            // The dispatcher is gone only when the manager is: nobody to tell then.
+            let _ = r.signals.send(Signal::Transition {
+                pool: r.pool,
+                cluster: r.cluster.clone(),
+                kind: r.kind,
+                connected,
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    fn on_sdam(&self, generation: u64, event: SdamEvent) {
+        if generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
         match event {
             SdamEvent::ServerDescriptionChanged(e) => {
                 let usable = e.new_description.server_type() != mongodb::ServerType::Unknown;
-                let mut set = self.available();
-                if usable {
-                    set.insert(e.address);
-                } else {
-                    set.remove(&e.address);
+                if let (Some(err), None) =
+                    (e.new_description.error(), e.previous_description.error())
+                {
+                    let _ = self.reporter.signals.send(Signal::Error(ErrorEvent {
+                        cluster: self.reporter.cluster.clone(),
+                        database: None,
+                        message: format!("server {} unreachable: {err}", e.address),
+                        at: SystemTime::now(),
+                    }));
+                }
+                let any = {
+                    let mut set = self.available();
+                    if usable {
+                        set.insert(e.address);
+                    } else {
+                        set.remove(&e.address);
+                    }
+                    !set.is_empty()
+                };
+                if self.phase.load(Ordering::Acquire) == PHASE_OPEN {
+                    self.announce(any);
                 }
             }
             SdamEvent::ServerClosed(e) => {
-                self.available().remove(&e.address);
+                let any = {
+                    let mut set = self.available();
+                    set.remove(&e.address);
+                    !set.is_empty()
+                };
+                if !any {
+                    self.announce(false);
+                }
             }
             _ => {}
         }
     }
+
+    /// The pool lost its client: later events of that client are ignored.
+    fn client_taken(&self, phase: u8) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.phase.store(phase, Ordering::Release);
+        self.available().clear();
+        self.announce(false);
+    }
 }
+
+/// What every pool of a manager shares.
+#[derive(Clone)]
+pub(crate) struct PoolEnv {
+    pub(crate) runtime: Handle,
+    pub(crate) live_clients: Arc<AtomicUsize>,
+    pub(crate) signals: Signals,
+}
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How a pool was shut down by [`ClusterPool::finish_close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,8 +184,8 @@ pub(crate) struct ClusterPool {
     /// Bumped (under the `slot` lock) each time the pool starts closing. Routing entries
     /// remember the epoch their client came from; a different epoch means that client is gone.
     epoch: AtomicU64,
+    id: u64,
     health: Arc<Health>,
-    observer: EventHandler<SdamEvent>,
     counters: Arc<Counters>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
@@ -144,18 +210,26 @@ impl fmt::Debug for ClusterPool {
 
 impl ClusterPool {
     /// `label` is the URI with its password redacted; it is all logs and errors ever show.
-    /// `live_clients` counts the clients of every pool of the manager that are not yet shut
-    /// down.
     pub(crate) fn new(
         label: String,
         kind: PoolKind,
         options: ClientOptions,
-        runtime: Handle,
-        live_clients: Arc<AtomicUsize>,
+        env: &PoolEnv,
         ttl: Option<Duration>,
     ) -> Self {
-        let health = Arc::new(Health::new());
-        let watched = Arc::clone(&health);
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let health = Arc::new(Health {
+            phase: AtomicU8::new(PHASE_IDLE),
+            available: Mutex::new(HashSet::new()),
+            generation: AtomicU64::new(0),
+            announced: AtomicBool::new(false),
+            reporter: Reporter {
+                pool: id,
+                cluster: label.clone(),
+                kind,
+                signals: env.signals.clone(),
+            },
+        });
         Self {
             label,
             kind,
@@ -166,15 +240,30 @@ impl ClusterPool {
             })),
             counters: Arc::new(Counters::default()),
             epoch: AtomicU64::new(0),
+            id,
             health,
-            observer: EventHandler::callback(move |e| watched.on_sdam(e)),
-            live_clients,
-            runtime,
+            live_clients: Arc::clone(&env.live_clients),
+            runtime: env.runtime.clone(),
             ttl_ms: AtomicU64::new(ttl_millis(ttl)),
             handles: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(0),
             origin: Instant::now(),
         }
+    }
+
+    /// A number naming this pool for the hook dispatcher.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Reports an error to the `on_error` hooks.
+    pub(crate) fn report_error(&self, database: Option<&str>, message: String) {
+        let _ = self.health.reporter.signals.send(Signal::Error(ErrorEvent {
+            cluster: self.label.clone(),
+            database: database.map(str::to_owned),
+            message,
+            at: SystemTime::now(),
+        }));
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -201,7 +290,11 @@ impl ClusterPool {
             return Ok((client.clone(), epoch));
         }
         let mut options = slot.options.clone();
-        options.sdam_event_handler = Some(self.observer.clone());
+        let generation = self.health.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let health = Arc::clone(&self.health);
+        options.sdam_event_handler = Some(EventHandler::callback(move |e| {
+            health.on_sdam(generation, e)
+        }));
         let gauges = Arc::new(Gauges::default());
         options.cmap_event_handler = Some(pool_stats::observer(
             Arc::clone(&gauges),
@@ -296,8 +389,7 @@ impl ClusterPool {
         if self.handles.load(Ordering::SeqCst) != 0 {
             return None;
         }
-        self.health.phase.store(PHASE_IDLE, Ordering::Release);
-        self.health.available().clear();
+        self.health.client_taken(PHASE_IDLE);
         tracing::info!(cluster = %self.label, idle_ms = self.idle_ms(), "idle pool closing");
         slot.gauges = None;
         slot.client.take()
@@ -334,7 +426,7 @@ impl ClusterPool {
     pub(crate) fn begin_close(&self) -> Option<Client> {
         let mut slot = self.slot();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.health.phase.store(PHASE_CLOSING, Ordering::Release);
+        self.health.client_taken(PHASE_CLOSING);
         slot.gauges = None;
         slot.client.take()
     }
@@ -358,7 +450,6 @@ impl ClusterPool {
             }
         };
         self.health.phase.store(PHASE_CLOSED, Ordering::Release);
-        self.health.available().clear();
         if outcome != Shutdown::NotOpen {
             tracing::info!(cluster = %self.label, kind = ?self.kind, "pool closed");
         }
@@ -402,14 +493,13 @@ mod tests {
             .await
             .unwrap();
         let live = Arc::new(AtomicUsize::new(0));
-        let pool = ClusterPool::new(
-            "test".into(),
-            PoolKind::Shared,
-            opts,
-            Handle::current(),
-            Arc::clone(&live),
-            None,
-        );
+        let (signals, _events) = tokio::sync::mpsc::unbounded_channel();
+        let env = PoolEnv {
+            runtime: Handle::current(),
+            live_clients: Arc::clone(&live),
+            signals,
+        };
+        let pool = ClusterPool::new("test".into(), PoolKind::Shared, opts, &env, None);
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         let (a, epoch_a) = pool.client().unwrap();
         let (b, epoch_b) = pool.client().unwrap();

@@ -380,6 +380,44 @@ impl Router {
             .collect()
     }
 
+    /// Databases served by pool `id`, sorted, at most `MAX_LISTED_DATABASES`; with `only`,
+    /// those of `only` routed to it (a database without a route is on the main pool).
+    pub(crate) fn served(
+        &self,
+        id: u64,
+        only: Option<&std::collections::HashSet<String>>,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = match only {
+            Some(only) => only
+                .iter()
+                .filter(|name| {
+                    self.route(name)
+                        .map_or(self.main.id() == id, |r| r.pool.id() == id)
+                })
+                .cloned()
+                .collect(),
+            None => {
+                let mut all: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|r| r.pool.id() == id)
+                    .map(|r| r.key().to_string())
+                    .collect();
+                all.extend(
+                    self.slots
+                        .iter()
+                        .filter(|s| s.pool.id() == id)
+                        .map(|s| s.key().to_string()),
+                );
+                all
+            }
+        };
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(crate::stats::MAX_LISTED_DATABASES);
+        names
+    }
+
     /// Each routed dedicated pool with its database's configuration.
     pub(crate) fn dedicated_owners(&self) -> Vec<(Arc<ClusterPool>, DbConfig)> {
         self.routes

@@ -1,0 +1,252 @@
+//! Lifecycle hooks: `on_db_connect`, `on_db_disconnect`, `on_these_db_connect`,
+//! `on_these_db_disconnect`, `on_error`.
+//!
+//! How hooks run: pools report transitions (a pool's first usable server seen, its last one
+//! lost or the pool closed) and errors as signals on a channel; one dispatcher task, spawned
+//! with the manager, calls the matching hooks one at a time, in the order the signals came.
+//! The driver's monitor threads and the manager never wait for a hook. A hook that panics is
+//! caught, logged and skipped; the next signal is handled as usual. A slow hook delays only
+//! later hook calls. A pool reports each transition once: connect and disconnect alternate.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::pool::{ConnectionState, PoolKind};
+
+/// A pool connected or disconnected.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PoolEvent {
+    /// Databases served by the pool (for `on_these_db_*` hooks: the named ones it serves),
+    /// sorted, at most [`MAX_LISTED_DATABASES`](crate::MAX_LISTED_DATABASES).
+    pub databases: Vec<String>,
+    /// The cluster, password redacted.
+    pub cluster: String,
+    /// Shared or dedicated.
+    pub kind: PoolKind,
+    /// `Connected` or `Disconnected`.
+    pub state: ConnectionState,
+    /// When the transition was seen.
+    pub at: SystemTime,
+}
+
+/// Something went wrong on a pool or an operation of the manager.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ErrorEvent {
+    /// The cluster, password redacted.
+    pub cluster: String,
+    /// The database concerned, when there is one.
+    pub database: Option<String>,
+    /// What happened (never contains a password).
+    pub message: String,
+    /// When it was seen.
+    pub at: SystemTime,
+}
+
+type PoolHook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
+type ErrorHook = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+
+/// What a pool or the manager reports to the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    Transition {
+        pool: u64,
+        cluster: String,
+        kind: PoolKind,
+        connected: bool,
+        at: SystemTime,
+    },
+    Error(ErrorEvent),
+}
+
+/// The sending side, cloned into every pool.
+pub(crate) type Signals = mpsc::UnboundedSender<Signal>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    Connect,
+    Disconnect,
+}
+
+struct PoolEntry {
+    id: u64,
+    on: On,
+    only: Option<HashSet<String>>,
+    hook: PoolHook,
+}
+
+/// The registered hooks of one manager.
+#[derive(Default)]
+pub(crate) struct Registry {
+    next: AtomicU64,
+    pools: RwLock<Vec<PoolEntry>>,
+    errors: RwLock<Vec<(u64, ErrorHook)>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// Unregisters a hook: [`HookHandle::unregister`]. Dropping the handle keeps the hook.
+#[derive(Debug)]
+#[must_use = "dropping the handle keeps the hook registered; keep it to unregister later"]
+pub struct HookHandle {
+    id: u64,
+    registry: Weak<Registry>,
+}
+
+impl HookHandle {
+    /// Removes the hook; `true` if it was still registered. Calls already under way finish.
+    pub fn unregister(self) -> bool {
+        let Some(registry) = self.registry.upgrade() else {
+            return false;
+        };
+        let mut pools = registry.pools.write().unwrap_or_else(|p| p.into_inner());
+        let before = pools.len();
+        pools.retain(|e| e.id != self.id);
+        if pools.len() != before {
+            return true;
+        }
+        drop(pools);
+        let mut errors = registry.errors.write().unwrap_or_else(|p| p.into_inner());
+        let before = errors.len();
+        errors.retain(|(id, _)| *id != self.id);
+        errors.len() != before
+    }
+}
+
+impl Registry {
+    fn id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_pool_hook(
+        self: &Arc<Self>,
+        connect: bool,
+        only: Option<HashSet<String>>,
+        hook: PoolHook,
+    ) -> HookHandle {
+        let id = self.id();
+        let on = if connect { On::Connect } else { On::Disconnect };
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PoolEntry { id, on, only, hook });
+        HookHandle {
+            id,
+            registry: Arc::downgrade(self),
+        }
+    }
+
+    pub(crate) fn add_error_hook(self: &Arc<Self>, hook: ErrorHook) -> HookHandle {
+        let id = self.id();
+        self.errors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, hook));
+        HookHandle {
+            id,
+            registry: Arc::downgrade(self),
+        }
+    }
+}
+
+/// Which databases a pool serves, for the events: implemented by the manager.
+pub(crate) trait Directory: Send + Sync + 'static {
+    /// Databases served by pool `id`, sorted; with `only`, just those of `only` it serves.
+    fn served(&self, pool: u64, only: Option<&HashSet<String>>) -> Vec<String>;
+}
+
+fn call<E>(hook: &(dyn Fn(&E) + Send + Sync), event: &E, what: &str) {
+    if catch_unwind(AssertUnwindSafe(|| hook(event))).is_err() {
+        tracing::error!(hook = what, "a hook panicked; it was skipped");
+    }
+}
+
+/// Starts the dispatcher; it ends when every sender (every pool, the manager) is gone.
+pub(crate) fn spawn<D: Directory>(
+    runtime: &Handle,
+    registry: Arc<Registry>,
+    directory: Weak<D>,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) {
+    runtime.spawn(async move {
+        while let Some(signal) = signals.recv().await {
+            match signal {
+                Signal::Error(event) => {
+                    let hooks: Vec<ErrorHook> = registry
+                        .errors
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .map(|(_, h)| Arc::clone(h))
+                        .collect();
+                    for hook in hooks {
+                        call(&*hook, &event, "on_error");
+                    }
+                }
+                Signal::Transition {
+                    pool,
+                    cluster,
+                    kind,
+                    connected,
+                    at,
+                } => {
+                    let Some(directory) = directory.upgrade() else {
+                        continue;
+                    };
+                    let on = if connected {
+                        On::Connect
+                    } else {
+                        On::Disconnect
+                    };
+                    let hooks: Vec<(Option<HashSet<String>>, PoolHook)> = registry
+                        .pools
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter(|e| e.on == on)
+                        .map(|e| (e.only.clone(), Arc::clone(&e.hook)))
+                        .collect();
+                    for (only, hook) in hooks {
+                        let databases = directory.served(pool, only.as_ref());
+                        if only.is_some() && databases.is_empty() {
+                            continue;
+                        }
+                        let event = PoolEvent {
+                            databases,
+                            cluster: cluster.clone(),
+                            kind,
+                            state: if connected {
+                                ConnectionState::Connected
+                            } else {
+                                ConnectionState::Disconnected
+                            },
+                            at,
+                        };
+                        call(
+                            &*hook,
+                            &event,
+                            if connected {
+                                "on_db_connect"
+                            } else {
+                                "on_db_disconnect"
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
