@@ -359,7 +359,7 @@ async fn new_pool_settings_apply_to_a_live_pool_at_its_next_reopen() {
 }
 
 #[test]
-fn the_reaper_stops_with_the_manager() {
+fn the_reaper_and_the_hook_dispatcher_stop_with_the_manager() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -369,12 +369,13 @@ fn the_reaper_stops_with_the_manager() {
         let before = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
-        // Cold start: no client, so the only task the manager starts is its reaper.
+        // Cold start: no client, so the manager's only tasks are its reaper and its hook
+        // dispatcher.
         let poly = common::manager(&server, 2).await;
         let metrics = tokio::runtime::Handle::current().metrics();
-        assert_eq!(metrics.num_alive_tasks(), before + 1, "the reaper runs");
+        assert_eq!(metrics.num_alive_tasks(), before + 2, "reaper and dispatcher run");
         drop(poly);
-        eventually("the reaper to end", Duration::from_secs(10), || async {
+        eventually("both tasks to end", Duration::from_secs(10), || async {
             (metrics.num_alive_tasks() == before).then_some(())
         })
         .await;
