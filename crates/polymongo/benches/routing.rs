@@ -4,9 +4,10 @@
 //! - `polymongo_warm`: `model.db(name)` for a database already used;
 //! - `polymongo_database`: `poly.database(name)` (routing only);
 //!
-//! each over 10, 1 000 and 10 000 databases in use (so the map is really that big), plus one
-//! operation (`find_one` by `_id`) through polymongo and through the raw driver on the same
-//! test-kit server, to show the handle adds nothing to an operation.
+//! each over 10, 1 000 and 10 000 databases in use (so the map is really that big), plus
+//! operations (`find_one` by `_id`, a 100-document `find`) through the raw driver, through
+//! polymongo, and through polymongo with usage analytics off, on the same test-kit server: the
+//! cost of the handle and of monitoring, side by side.
 //!
 //! ```text
 //! cargo bench -p polymongo --bench routing
@@ -78,36 +79,43 @@ fn handles(c: &mut Criterion) {
 
 fn operation(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (server, poly, raw) = rt.block_on(async {
+    let (server, poly, quiet, raw) = rt.block_on(async {
         let server = polymongo_testkit::TestServer::start()
             .await
             .expect("test server");
-        let poly = PolyMongo::builder()
-            .uri(server.uri())
-            .max_pool_size(4)
-            .build()
-            .await
-            .expect("build");
+        let build = |analytics: bool| {
+            PolyMongo::builder()
+                .uri(server.uri())
+                .max_pool_size(4)
+                .usage_analytics(analytics)
+                .build()
+        };
+        let poly = build(true).await.expect("build");
+        let quiet = build(false).await.expect("build");
         let raw = mongodb::Client::with_uri_str(server.uri())
             .await
             .expect("client");
-        raw.database("bench")
-            .collection::<Document>("users")
-            .insert_one(doc! { "_id": 1, "name": "ada" })
+        let coll = raw.database("bench").collection::<Document>("users");
+        coll.insert_one(doc! { "_id": 1, "name": "ada" })
             .await
             .expect("seed");
-        (server, poly, raw)
+        coll.insert_many(
+            (2..102)
+                .map(|i| doc! { "_id": i, "name": format!("user {i}"), "pad": "x".repeat(200) }),
+        )
+        .await
+        .expect("seed");
+        (server, poly, quiet, raw)
     });
     let users = poly.model::<User>();
+    let quiet_users = quiet.model::<User>();
+    let raw_users = raw.database("bench").collection::<User>("users");
+
+    // One small command: `find_one` by `_id`.
     let mut group = c.benchmark_group("find_one_by_id");
     group.bench_function("raw", |b| {
-        b.to_async(&rt).iter(|| async {
-            raw.database("bench")
-                .collection::<User>("users")
-                .find_one(doc! { "_id": 1 })
-                .await
-                .expect("find")
-        })
+        b.to_async(&rt)
+            .iter(|| async { raw_users.find_one(doc! { "_id": 1 }).await.expect("find") })
     });
     group.bench_function("polymongo", |b| {
         b.to_async(&rt).iter(|| async {
@@ -119,9 +127,58 @@ fn operation(c: &mut Criterion) {
                 .expect("find")
         })
     });
+    group.bench_function("polymongo_no_analytics", |b| {
+        b.to_async(&rt).iter(|| async {
+            quiet_users
+                .db("bench")
+                .expect("db")
+                .find_one(doc! { "_id": 1 })
+                .await
+                .expect("find")
+        })
+    });
+    group.finish();
+
+    // A larger reply (100 documents of ~230 bytes): the driver copies replies into the
+    // command events it hands to our usage handler, so this is where monitoring could cost.
+    let mut group = c.benchmark_group("find_100_docs");
+    let all = || doc! { "_id": { "$gte": 2 } };
+    group.bench_function("raw", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut cursor = raw_users.find(all()).await.expect("find");
+            let mut n = 0;
+            while cursor.advance().await.expect("next") {
+                n += 1;
+            }
+            n
+        })
+    });
+    group.bench_function("polymongo", |b| {
+        b.to_async(&rt).iter(|| async {
+            let h = users.db("bench").expect("db");
+            let mut cursor = h.find(all()).await.expect("find");
+            let mut n = 0;
+            while cursor.advance().await.expect("next") {
+                n += 1;
+            }
+            n
+        })
+    });
+    group.bench_function("polymongo_no_analytics", |b| {
+        b.to_async(&rt).iter(|| async {
+            let h = quiet_users.db("bench").expect("db");
+            let mut cursor = h.find(all()).await.expect("find");
+            let mut n = 0;
+            while cursor.advance().await.expect("next") {
+                n += 1;
+            }
+            n
+        })
+    });
     group.finish();
     rt.block_on(async {
         poly.close_all(Duration::from_secs(1)).await;
+        quiet.close_all(Duration::from_secs(1)).await;
         raw.shutdown().await;
     });
     drop(server);

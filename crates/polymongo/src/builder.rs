@@ -111,6 +111,19 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Usage analytics on (default) or off: per-database command counts, errors and latency.
+    pub fn usage_analytics(mut self, on: bool) -> Self {
+        self.options.usage_analytics = on;
+        self
+    }
+
+    /// Most databases with their own usage entry (default 10 000); further databases are
+    /// counted together.
+    pub fn max_tracked_databases(mut self, max: usize) -> Self {
+        self.options.max_tracked_databases = max;
+        self
+    }
+
     /// The options as set so far.
     pub fn options(&self) -> &Options {
         &self.options

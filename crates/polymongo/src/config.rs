@@ -77,6 +77,12 @@ pub struct Options {
     /// Most dedicated pools open at once. When one more must open, the least recently used
     /// one that no handle uses is closed first (it reopens on its next use). Default 64.
     pub max_dedicated_pools: usize,
+    /// Count commands per database from the driver's command events (operations, errors,
+    /// latency percentiles): [`Stats::usage`](crate::Stats::usage). Default `true`.
+    pub usage_analytics: bool,
+    /// Most databases with their own usage entry; commands on further databases are counted
+    /// together under [`OTHER_DATABASES`](crate::OTHER_DATABASES). Default 10 000.
+    pub max_tracked_databases: usize,
 }
 
 /// Retry of the first connection, as the npm package's `retry` option.
@@ -114,6 +120,8 @@ impl Default for Options {
             connect_timeout: None,
             databases: BTreeMap::new(),
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
+            usage_analytics: true,
+            max_tracked_databases: crate::usage::DEFAULT_MAX_TRACKED_DATABASES,
         }
     }
 }
@@ -133,6 +141,8 @@ impl fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("databases", &self.databases)
             .field("max_dedicated_pools", &self.max_dedicated_pools)
+            .field("usage_analytics", &self.usage_analytics)
+            .field("max_tracked_databases", &self.max_tracked_databases)
             .finish()
     }
 }
@@ -197,6 +207,9 @@ impl Options {
                     ),
                 ));
             }
+        }
+        if self.max_tracked_databases == 0 {
+            return Err(config("max_tracked_databases", "must be at least 1"));
         }
         if self.max_dedicated_pools == 0 {
             return Err(config("max_dedicated_pools", "must be at least 1"));

@@ -55,6 +55,7 @@ mod redact;
 mod routing;
 mod scale;
 mod stats;
+mod usage;
 
 pub use builder::PolyMongoBuilder;
 pub use config::{
@@ -77,5 +78,6 @@ pub use stats::{
     CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
     MAX_LISTED_DATABASES,
 };
+pub use usage::{TopBy, UsageStats, DEFAULT_MAX_TRACKED_DATABASES, OTHER_DATABASES};
 
 pub use mongodb;

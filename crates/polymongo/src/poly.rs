@@ -26,6 +26,7 @@ use crate::reaper::{self, Reapable, Retiring};
 use crate::routing::Router;
 use crate::scale::{self, Scale};
 use crate::stats::Stats;
+use crate::usage::Usage;
 
 /// Manages MongoDB connections for an application that uses many databases.
 ///
@@ -108,6 +109,9 @@ impl PolyMongo {
             runtime: runtime.clone(),
             live_clients: Arc::new(AtomicUsize::new(0)),
             signals,
+            usage: options
+                .usage_analytics
+                .then(|| Arc::new(Usage::new(options.max_tracked_databases))),
         };
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,
@@ -233,6 +237,10 @@ impl PolyMongo {
     /// of them was in use when another had to open).
     pub fn open_dedicated_pools(&self) -> usize {
         self.inner.router.open_dedicated()
+    }
+
+    pub(crate) fn usage(&self) -> Option<&Arc<Usage>> {
+        self.inner.env.usage.as_ref()
     }
 
     pub(crate) fn router(&self) -> &Router {

@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::hooks::{ErrorEvent, Signal, Signals};
 use crate::pool_stats::{self, Counters, Gauges, PoolStats};
+use crate::usage::Usage;
 
 /// Where a pool stands, as the npm package's `getConnectionState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -141,6 +142,8 @@ pub(crate) struct PoolEnv {
     pub(crate) runtime: Handle,
     pub(crate) live_clients: Arc<AtomicUsize>,
     pub(crate) signals: Signals,
+    /// Usage analytics, when on.
+    pub(crate) usage: Option<Arc<Usage>>,
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
@@ -187,6 +190,7 @@ pub(crate) struct ClusterPool {
     id: u64,
     health: Arc<Health>,
     counters: Arc<Counters>,
+    usage: Option<Arc<Usage>>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
     /// Idle time after which the reaper closes the pool, in ms; 0: never (not `auto_close`).
@@ -242,6 +246,7 @@ impl ClusterPool {
             epoch: AtomicU64::new(0),
             id,
             health,
+            usage: env.usage.clone(),
             live_clients: Arc::clone(&env.live_clients),
             runtime: env.runtime.clone(),
             ttl_ms: AtomicU64::new(ttl_millis(ttl)),
@@ -300,6 +305,7 @@ impl ClusterPool {
             Arc::clone(&gauges),
             Arc::clone(&self.counters),
         ));
+        options.command_event_handler = self.usage.as_ref().map(Usage::observer);
         let _in_runtime = self.runtime.enter();
         let client =
             Client::with_options(options).map_err(|e| Error::from_driver(e, &self.label))?;
@@ -498,6 +504,7 @@ mod tests {
             runtime: Handle::current(),
             live_clients: Arc::clone(&live),
             signals,
+            usage: None,
         };
         let pool = ClusterPool::new("test".into(), PoolKind::Shared, opts, &env, None);
         assert_eq!(pool.state(), ConnectionState::Disconnected);

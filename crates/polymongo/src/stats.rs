@@ -15,6 +15,7 @@ use crate::poly::PolyMongo;
 use crate::pool::{ClusterPool, ConnectionState, PoolKind};
 use crate::pool_stats::PoolStats;
 use crate::redact::redact_uri;
+use crate::usage::{TopBy, UsageStats};
 
 /// At most this many database names are listed per pool in [`PoolInfo::databases`]; the
 /// count is always exact. Keeps `general()` small with thousands of tenants.
@@ -285,6 +286,19 @@ impl<'a> Stats<'a> {
                 .route(name)
                 .map(|r| DbConfigView::from(&r.config)),
         })
+    }
+
+    /// Usage of database `name` (or of [`OTHER_DATABASES`](crate::OTHER_DATABASES)) since the
+    /// manager was built; `None` when usage analytics are off or no command reached it.
+    /// Synchronous, no round trip.
+    pub fn usage(&self, name: &str) -> Option<UsageStats> {
+        self.poly.usage()?.of(name)
+    }
+
+    /// The `n` databases used most, by commands sent or by time spent; empty when usage
+    /// analytics are off. Synchronous, no round trip.
+    pub fn top_databases(&self, n: usize, by: TopBy) -> Vec<UsageStats> {
+        self.poly.usage().map_or_else(Vec::new, |u| u.top(n, by))
     }
 
     /// The databases of the main cluster with their sizes (`listDatabases`), sorted by name.

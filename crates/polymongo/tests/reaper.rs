@@ -373,7 +373,11 @@ fn the_reaper_and_the_hook_dispatcher_stop_with_the_manager() {
         // dispatcher.
         let poly = common::manager(&server, 2).await;
         let metrics = tokio::runtime::Handle::current().metrics();
-        assert_eq!(metrics.num_alive_tasks(), before + 2, "reaper and dispatcher run");
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            before + 2,
+            "reaper and dispatcher run"
+        );
         drop(poly);
         eventually("both tasks to end", Duration::from_secs(10), || async {
             (metrics.num_alive_tasks() == before).then_some(())

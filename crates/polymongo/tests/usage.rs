@@ -1,0 +1,134 @@
+//! Usage analytics: exact counts after a scripted workload, ranking, bounds.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use mongodb::bson::doc;
+use polymongo::{Model, PolyMongo, TopBy, OTHER_DATABASES};
+use serde::{Deserialize, Serialize};
+
+use common::server;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Event {
+    n: i64,
+}
+impl Model for Event {
+    const COLLECTION: &'static str = "events";
+}
+
+async fn workload(
+    poly: &PolyMongo,
+    db: &str,
+    inserts: i64,
+    finds: i64,
+    updates: i64,
+    deletes: i64,
+) {
+    let h = poly.model::<Event>().db(db).unwrap();
+    for n in 0..inserts {
+        h.insert_one(Event { n }).await.unwrap();
+    }
+    for n in 0..finds {
+        h.find_one(doc! { "n": n }).await.unwrap();
+    }
+    for n in 0..updates {
+        h.update_one(doc! { "n": n }, doc! { "$set": { "seen": true } })
+            .await
+            .unwrap();
+    }
+    for n in 0..deletes {
+        h.delete_one(doc! { "n": n }).await.unwrap();
+    }
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[tokio::test]
+async fn counts_after_a_scripted_workload_are_exact() {
+    let server = server().await;
+    let poly = common::manager(&server, 4).await;
+    let started = SystemTime::now();
+    workload(&poly, "usage_a", 7, 3, 2, 1).await;
+    workload(&poly, "usage_b", 2, 8, 0, 0).await;
+    workload(&poly, "usage_c", 1, 0, 0, 0).await;
+    // A command the server refuses counts as an error of its database.
+    let bad = poly
+        .model::<Event>()
+        .db("usage_c")
+        .unwrap()
+        .aggregate([doc! { "$noSuchStage": {} }])
+        .await;
+    assert!(bad.is_err());
+
+    let stats = poly.stats();
+    let a = stats.usage("usage_a").unwrap();
+    assert_eq!(
+        a.by_command,
+        counts(&[("insert", 7), ("find", 3), ("update", 2), ("delete", 1)])
+    );
+    assert_eq!((a.operations, a.errors, a.in_flight), (13, 0, 0));
+    assert!(
+        a.p50_us > 0 && a.p50_us <= a.p95_us && a.p95_us <= a.p99_us,
+        "{a:?}"
+    );
+    assert!(a.total_time_us > 0);
+    assert!(a.last_used.unwrap() >= started - Duration::from_secs(1));
+
+    let b = stats.usage("usage_b").unwrap();
+    assert_eq!(b.by_command, counts(&[("insert", 2), ("find", 8)]));
+    let c = stats.usage("usage_c").unwrap();
+    assert_eq!(c.by_command, counts(&[("insert", 1), ("aggregate", 1)]));
+    assert_eq!(c.errors, 1);
+    assert!(stats.usage("never_used").is_none());
+
+    let top: Vec<String> = stats
+        .top_databases(2, TopBy::Operations)
+        .into_iter()
+        .map(|u| u.database)
+        .collect();
+    assert_eq!(top, ["usage_a", "usage_b"]);
+    assert_eq!(stats.top_databases(10, TopBy::Time).len(), 3);
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
+    let server = server().await;
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .max_tracked_databases(3)
+        .build()
+        .await
+        .unwrap();
+    for i in 0..6 {
+        workload(&poly, &format!("bounded_{i}"), 2, 1, 0, 0).await;
+    }
+    let stats = poly.stats();
+    for i in 0..3 {
+        assert_eq!(stats.usage(&format!("bounded_{i}")).unwrap().operations, 3);
+    }
+    assert!(stats.usage("bounded_4").is_none());
+    let other = stats.usage(OTHER_DATABASES).unwrap();
+    assert_eq!(other.by_command, counts(&[("insert", 6), ("find", 3)]));
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn analytics_can_be_turned_off() {
+    let server = server().await;
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .usage_analytics(false)
+        .build()
+        .await
+        .unwrap();
+    workload(&poly, "quiet", 2, 2, 0, 0).await;
+    assert!(poly.stats().usage("quiet").is_none());
+    assert!(poly.stats().top_databases(5, TopBy::Operations).is_empty());
+    poly.close_all(Duration::from_secs(5)).await;
+}
