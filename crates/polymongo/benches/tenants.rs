@@ -102,9 +102,11 @@ where
 
 async fn polymongo_run(server: &TestServer, n: usize) -> Result<Run, String> {
     let names = names(n);
+    // Usage analytics on, so its memory is in the figures.
     let poly = PolyMongo::builder()
         .uri(server.uri())
         .max_pool_size(10)
+        .usage_analytics(true)
         .build()
         .await
         .map_err(|e| e.to_string())?;

@@ -111,7 +111,8 @@ impl PolyMongoBuilder {
         self
     }
 
-    /// Usage analytics on (default) or off: per-database command counts, errors and latency.
+    /// Usage analytics on or off (default): per-database command counts, errors and latency.
+    /// Costs client CPU on every command: see [`Options::usage_analytics`].
     pub fn usage_analytics(mut self, on: bool) -> Self {
         self.options.usage_analytics = on;
         self

@@ -78,7 +78,10 @@ pub struct Options {
     /// one that no handle uses is closed first (it reopens on its next use). Default 64.
     pub max_dedicated_pools: usize,
     /// Count commands per database from the driver's command events (operations, errors,
-    /// latency percentiles): [`Stats::usage`](crate::Stats::usage). Default `true`.
+    /// latency percentiles): [`Stats::usage`](crate::Stats::usage). Default `false`: with a
+    /// command-event handler installed the driver builds a full event (command and reply
+    /// copied into documents) for every command, which doubled the client-side CPU
+    /// instructions per operation in `benches/monitoring.rs`. Turn it on where that is worth it.
     pub usage_analytics: bool,
     /// Most databases with their own usage entry; commands on further databases are counted
     /// together under [`OTHER_DATABASES`](crate::OTHER_DATABASES). Default 10 000.
@@ -120,7 +123,7 @@ impl Default for Options {
             connect_timeout: None,
             databases: BTreeMap::new(),
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
-            usage_analytics: true,
+            usage_analytics: false,
             max_tracked_databases: crate::usage::DEFAULT_MAX_TRACKED_DATABASES,
         }
     }

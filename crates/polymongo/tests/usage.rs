@@ -51,7 +51,13 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 #[tokio::test]
 async fn counts_after_a_scripted_workload_are_exact() {
     let server = server().await;
-    let poly = common::manager(&server, 4).await;
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .max_pool_size(4)
+        .usage_analytics(true)
+        .build()
+        .await
+        .unwrap();
     let started = SystemTime::now();
     workload(&poly, "usage_a", 7, 3, 2, 1).await;
     workload(&poly, "usage_b", 2, 8, 0, 0).await;
@@ -101,6 +107,7 @@ async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
     let server = server().await;
     let poly = PolyMongo::builder()
         .uri(server.uri())
+        .usage_analytics(true)
         .max_tracked_databases(3)
         .build()
         .await
@@ -119,14 +126,9 @@ async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
 }
 
 #[tokio::test]
-async fn analytics_can_be_turned_off() {
+async fn analytics_are_off_by_default() {
     let server = server().await;
-    let poly = PolyMongo::builder()
-        .uri(server.uri())
-        .usage_analytics(false)
-        .build()
-        .await
-        .unwrap();
+    let poly = common::manager(&server, 2).await;
     workload(&poly, "quiet", 2, 2, 0, 0).await;
     assert!(poly.stats().usage("quiet").is_none());
     assert!(poly.stats().top_databases(5, TopBy::Operations).is_empty());
