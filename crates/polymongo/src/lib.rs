@@ -45,6 +45,8 @@ mod config;
 mod db_config;
 mod error;
 pub mod hooks;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod model;
 mod name;
 mod poly;
