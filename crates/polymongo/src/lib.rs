@@ -47,6 +47,8 @@ mod error;
 pub mod hooks;
 #[cfg(feature = "logging")]
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod model;
 mod name;
 mod poly;

@@ -1,0 +1,109 @@
+//! Prometheus exposition: agrees with stats, bounded labels, well-formed, no secrets.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use polymongo::metrics::{render, MAX_METRIC_DATABASES};
+use polymongo::{DbConfig, Model, PolyMongo, OTHER_DATABASES};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Item {
+    n: i64,
+}
+impl Model for Item {
+    const COLLECTION: &'static str = "items";
+}
+
+/// (name, labels, value) of every sample; panics on a malformed line.
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no value: {l}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {l}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => {
+                    assert!(rest.ends_with('}'), "unclosed labels: {l}");
+                    (n.to_owned(), rest.trim_end_matches('}').to_owned())
+                }
+                None => (series.to_owned(), String::new()),
+            };
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{l}"
+            );
+            (name, labels, value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exposition_agrees_with_stats_and_bounds_database_labels() {
+    let server = common::server().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .usage_analytics(true)
+        .db(
+            "hidden",
+            DbConfig::new()
+                .uri(format!("mongodb://u:M3tr1cSecret@127.0.0.1:{port}/"))
+                .max_connections(1),
+        )
+        .build()
+        .await
+        .unwrap();
+    let items = poly.model::<Item>();
+    let dbs = MAX_METRIC_DATABASES + 30;
+    for i in 0..dbs {
+        // Uneven traffic, so the ranking has a tail.
+        for n in 0..(1 + (i % 3) as i64) {
+            items
+                .db(&format!("m_{i:03}"))
+                .unwrap()
+                .insert_one(Item { n })
+                .await
+                .unwrap();
+        }
+    }
+    let text = render(&poly);
+    assert!(!text.contains("M3tr1cSecret"), "password in metrics");
+    let all = samples(&text);
+
+    let general = poly.stats().general();
+    let primary = all
+        .iter()
+        .find(|(n, l, _)| n == "polymongo_pool_connections" && l.contains("kind=\"shared\""))
+        .unwrap();
+    assert_eq!(primary.2, general.primary.stats.total as f64);
+    assert!(all
+        .iter()
+        .any(|(n, _, v)| n == "polymongo_live_clients" && *v == general.live_clients as f64));
+
+    let databases: BTreeSet<String> = all
+        .iter()
+        .filter(|(n, _, _)| n == "polymongo_db_errors_total")
+        .map(|(_, l, _)| l.clone())
+        .collect();
+    assert_eq!(databases.len(), MAX_METRIC_DATABASES + 1, "{databases:?}");
+    assert!(databases.iter().any(|l| l.contains(OTHER_DATABASES)));
+    // Nothing lost in the aggregation: inserts add up across the shown and summed series.
+    let inserts: f64 = all
+        .iter()
+        .filter(|(n, l, _)| n == "polymongo_db_commands_total" && l.contains("command=\"insert\""))
+        .map(|(_, _, v)| v)
+        .sum();
+    let expected: i64 = (0..dbs).map(|i| 1 + (i % 3) as i64).sum();
+    assert_eq!(inserts, expected as f64);
+    poly.close_all(Duration::from_secs(5)).await;
+}
