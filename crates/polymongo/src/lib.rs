@@ -77,6 +77,7 @@ pub use pool::{ConnectionState, PoolKind};
 pub use pool_stats::PoolStats;
 pub use reaper::IDLE_CLOSE_GRACE;
 pub use redact::redact_uri;
+pub use routing::QueueStats;
 pub use scale::Scale;
 pub use stats::{
     CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,

@@ -15,6 +15,7 @@ use crate::poly::PolyMongo;
 use crate::pool::{ClusterPool, ConnectionState, PoolKind};
 use crate::pool_stats::PoolStats;
 use crate::redact::redact_uri;
+use crate::routing::QueueStats;
 use crate::usage::{TopBy, UsageStats};
 
 /// At most this many database names are listed per pool in [`PoolInfo::databases`]; the
@@ -137,6 +138,10 @@ pub struct DbStats {
     pub pool: PoolStats,
     /// Its configuration, if it has one.
     pub config: Option<DbConfigView>,
+    /// Its `max_concurrent_ops` guard, if it has one: slots in use, waits, refusals.
+    pub queue: Option<QueueStats>,
+    /// Its usage since the manager was built (usage analytics on), with the last use.
+    pub usage: Option<UsageStats>,
 }
 
 /// One collection in [`DbStats`].
@@ -285,6 +290,8 @@ impl<'a> Stats<'a> {
                 .router()
                 .route(name)
                 .map(|r| DbConfigView::from(&r.config)),
+            queue: self.poly.router().gate(name).map(|g| g.stats()),
+            usage: self.usage(name),
         })
     }
 

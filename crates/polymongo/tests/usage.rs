@@ -99,6 +99,11 @@ async fn counts_after_a_scripted_workload_are_exact() {
         .collect();
     assert_eq!(top, ["usage_a", "usage_b"]);
     assert_eq!(stats.top_databases(10, TopBy::Time).len(), 3);
+
+    // `stats().db()` carries the same usage, last use included.
+    let db = stats.db("usage_a").await.unwrap().usage.unwrap();
+    assert_eq!(db.by_command.get("insert"), Some(&7));
+    assert!(db.last_used.is_some());
     poly.close_all(Duration::from_secs(5)).await;
 }
 
