@@ -118,30 +118,21 @@ async fn polymongo_run(server: &TestServer, n: usize) -> Result<Run, String> {
         .find_one(doc! {})
         .await
         .map_err(|e| e.to_string())?;
+    // Captures only shared references, so the closure is `Copy` and serves both passes.
+    let touch = |i: usize| {
+        let h = items.db(&names[i]);
+        async move {
+            h.map_err(|e| e.to_string())?
+                .find_one(doc! {})
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    };
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kb());
-    let first = timed_pass(n, |i| {
-        let h = items.db(&names[i]);
-        async move {
-            h.map_err(|e| e.to_string())?
-                .find_one(doc! {})
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-    })
-    .await?;
+    let first = timed_pass(n, touch).await?;
     let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_kb());
-    let warm = timed_pass(n, |i| {
-        let h = items.db(&names[i]);
-        async move {
-            h.map_err(|e| e.to_string())?
-                .find_one(doc! {})
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-    })
-    .await?;
+    let warm = timed_pass(n, touch).await?;
     let connections = server.connection_count().await.map_err(|e| e.to_string())?;
     poly.close_all(Duration::from_secs(5)).await;
     Ok(Run {
