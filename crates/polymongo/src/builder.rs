@@ -1,20 +1,33 @@
 //! Making a manager from code.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Options, RetryOptions};
 use crate::db_config::DbConfig;
 use crate::error::{Error, Result};
+use crate::hooks::{ErrorEvent, PendingHook, PoolEvent};
 use crate::poly::PolyMongo;
 
 /// Builds a [`PolyMongo`]. Every setter says its default; [`build`](Self::build) validates them
 /// all and names the first wrong field.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct PolyMongoBuilder {
     options: Options,
     /// A database configured twice with different URIs, reported by `build`.
     conflict: Option<String>,
+    hooks: Vec<PendingHook>,
+}
+
+impl fmt::Debug for PolyMongoBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolyMongoBuilder")
+            .field("options", &self.options)
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
 }
 
 impl PolyMongoBuilder {
@@ -23,6 +36,7 @@ impl PolyMongoBuilder {
         Self {
             options,
             conflict: None,
+            hooks: Vec::new(),
         }
     }
 
@@ -125,6 +139,48 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Registers an [`on_db_connect`](PolyMongo::on_db_connect) hook before anything can
+    /// connect, so it also sees the connections `build` makes (`cold_start(false)`,
+    /// `DbConfig::cold_start(false)`). Builder hooks stay for the manager's life.
+    pub fn on_db_connect(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.push(PendingHook::Pool {
+            connect: true,
+            only: None,
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
+    /// [`on_db_disconnect`](PolyMongo::on_db_disconnect), registered at build.
+    pub fn on_db_disconnect(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.push(PendingHook::Pool {
+            connect: false,
+            only: None,
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
+    /// [`on_these_db_connect`](PolyMongo::on_these_db_connect), registered at build.
+    pub fn on_these_db_connect<S: AsRef<str>>(
+        mut self,
+        names: &[S],
+        hook: impl Fn(&PoolEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(PendingHook::Pool {
+            connect: true,
+            only: Some(names.iter().map(|n| n.as_ref().to_owned()).collect()),
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
+    /// [`on_error`](PolyMongo::on_error), registered at build (sees `build`'s own failures).
+    pub fn on_error(mut self, hook: impl Fn(&ErrorEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.push(PendingHook::Error(Arc::new(hook)));
+        self
+    }
+
     /// The options as set so far.
     pub fn options(&self) -> &Options {
         &self.options
@@ -148,6 +204,6 @@ impl PolyMongoBuilder {
                 message: "is configured twice with different URIs".into(),
             });
         }
-        PolyMongo::from_options(self.options).await
+        PolyMongo::from_options(self.options, self.hooks).await
     }
 }

@@ -52,8 +52,19 @@ pub struct ErrorEvent {
     pub at: SystemTime,
 }
 
-type PoolHook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
-type ErrorHook = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+pub(crate) type PoolHook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+
+/// A hook given to the builder, registered before anything can connect.
+#[derive(Clone)]
+pub(crate) enum PendingHook {
+    Pool {
+        connect: bool,
+        only: Option<HashSet<String>>,
+        hook: PoolHook,
+    },
+    Error(ErrorHook),
+}
 
 /// What a pool or the manager reports to the dispatcher.
 #[derive(Debug)]
@@ -146,6 +157,21 @@ impl Registry {
         HookHandle {
             id,
             registry: Arc::downgrade(self),
+        }
+    }
+
+    /// Registers hooks given to the builder; they stay for the manager's life.
+    pub(crate) fn add_pending(self: &Arc<Self>, pending: Vec<PendingHook>) {
+        for hook in pending {
+            // Builder hooks have no handle to unregister them with.
+            let _kept = match hook {
+                PendingHook::Pool {
+                    connect,
+                    only,
+                    hook,
+                } => self.add_pool_hook(connect, only, hook),
+                PendingHook::Error(hook) => self.add_error_hook(hook),
+            };
         }
     }
 

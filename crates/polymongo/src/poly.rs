@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::builder::PolyMongoBuilder;
 use crate::config::Options;
 use crate::error::{Error, Result};
-use crate::hooks::{self, Directory, ErrorEvent, HookHandle, PoolEvent, Registry};
+use crate::hooks::{self, Directory, ErrorEvent, HookHandle, PendingHook, PoolEvent, Registry};
 use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
 use crate::pool::{ClusterPool, ConnectionState, PoolEnv, PoolKind, Shutdown};
 use crate::reaper::{self, Reapable, Retiring};
@@ -98,7 +98,7 @@ impl PolyMongo {
         PolyMongoBuilder::default()
     }
 
-    pub(crate) async fn from_options(options: Options) -> Result<Self> {
+    pub(crate) async fn from_options(options: Options, hooks: Vec<PendingHook>) -> Result<Self> {
         let runtime = Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let resolved = options.resolve().await?;
         for (name, config) in &options.databases {
@@ -134,7 +134,11 @@ impl PolyMongo {
             models: DashMap::new(),
             closing: tokio::sync::Mutex::new(()),
             env,
-            hooks: Arc::new(Registry::default()),
+            hooks: {
+                let registry = Arc::new(Registry::default());
+                registry.add_pending(hooks);
+                registry
+            },
             stop_reaper,
             reaper: Mutex::new(None),
             options,
@@ -179,7 +183,8 @@ impl PolyMongo {
 
     /// Calls `hook` each time a pool connects (its first usable server is seen after being
     /// closed or unreachable). See [`hooks`](crate::hooks) for how hooks run. Register hooks
-    /// before the first use: with `cold_start(false)` the main pool connects inside `build`.
+    /// before the first use; to see the connections `build` itself makes (`cold_start(false)`),
+    /// register on the builder instead ([`PolyMongoBuilder::on_db_connect`]).
     pub fn on_db_connect(&self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> HookHandle {
         self.inner.hooks.add_pool_hook(true, None, Arc::new(hook))
     }

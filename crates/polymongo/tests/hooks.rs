@@ -277,3 +277,26 @@ async fn a_panicking_hook_stops_nothing_and_unregistering_works() {
     );
     poly.close_all(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn builder_hooks_see_the_connections_build_makes() {
+    let server = server().await;
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .cold_start(false)
+        .on_db_connect(recorder(&log, "connect"))
+        .on_db_disconnect(recorder(&log, "disconnect"))
+        .build()
+        .await
+        .unwrap();
+    eventually("the connect made by build", Duration::from_secs(10), || async {
+        (tags(&log) == ["connect"]).then_some(())
+    })
+    .await;
+    poly.close_all(Duration::from_secs(5)).await;
+    eventually("the disconnect made by close_all", Duration::from_secs(10), || async {
+        (tags(&log) == ["connect", "disconnect"]).then_some(())
+    })
+    .await;
+}
