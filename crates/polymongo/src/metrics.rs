@@ -5,7 +5,7 @@
 //! databases: pools are labelled by cluster (at most the clusters in use plus
 //! `max_dedicated_pools` dedicated pools), and per-database usage series exist only for the
 //! [`MAX_METRIC_DATABASES`] busiest databases; the rest are summed under
-//! [`OTHER_DATABASES`](crate::OTHER_DATABASES).
+//! [`OTHER_DATABASES`].
 //!
 //! The format is simple enough that a registry crate would only add a second copy of the
 //! figures; this module writes it directly (text format 0.0.4: `# HELP`, `# TYPE`, escaped
