@@ -290,13 +290,17 @@ async fn builder_hooks_see_the_connections_build_makes() {
         .build()
         .await
         .unwrap();
-    eventually("the connect made by build", Duration::from_secs(10), || async {
-        (tags(&log) == ["connect"]).then_some(())
-    })
+    eventually(
+        "the connect made by build",
+        Duration::from_secs(10),
+        || async { (tags(&log) == ["connect"]).then_some(()) },
+    )
     .await;
     poly.close_all(Duration::from_secs(5)).await;
-    eventually("the disconnect made by close_all", Duration::from_secs(10), || async {
-        (tags(&log) == ["connect", "disconnect"]).then_some(())
-    })
+    eventually(
+        "the disconnect made by close_all",
+        Duration::from_secs(10),
+        || async { (tags(&log) == ["connect", "disconnect"]).then_some(()) },
+    )
     .await;
 }
