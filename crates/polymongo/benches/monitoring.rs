@@ -8,7 +8,8 @@
 //!
 //! - `raw`: the driver alone, no event handlers;
 //! - `off`: polymongo with usage analytics off (SDAM and CMAP handlers only);
-//! - `on`: polymongo with usage analytics on (plus the command-event handler).
+//! - `operations`: the default, both operations through `DbHandle::run`, counted and timed;
+//! - `commands`: usage analytics from command events (the driver's command-event handler).
 //!
 //! ```text
 //! cargo bench -p polymongo --bench monitoring          # needs valgrind on PATH
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection};
-use polymongo::{Model, PolyMongo};
+use polymongo::{DbHandle, Model, PolyMongo, UsageAnalytics};
 use polymongo_testkit::TestServer;
 
 const ROUNDS: u64 = 200;
@@ -40,6 +41,18 @@ async fn round(coll: &Collection<User>) {
     while cursor.advance().await.expect("next") {}
 }
 
+/// The same round, each operation through `DbHandle::run`.
+async fn counted_round(h: &DbHandle<User>) {
+    h.run(|c| c.find_one(doc! { "_id": 1 }))
+        .await
+        .expect("find_one");
+    let mut cursor = h
+        .run(|c| c.find(doc! { "_id": { "$lte": 20 } }))
+        .await
+        .expect("find");
+    while cursor.advance().await.expect("next") {}
+}
+
 fn child(mode: &str, rounds: u64, uri: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,9 +68,14 @@ fn child(mode: &str, rounds: u64, uri: &str) {
             }
             client.shutdown().await;
         } else {
+            let source = match mode {
+                "operations" => UsageAnalytics::Operations,
+                "commands" => UsageAnalytics::Commands,
+                _ => UsageAnalytics::Off,
+            };
             let poly = PolyMongo::builder()
                 .uri(uri)
-                .usage_analytics(mode == "on")
+                .usage_analytics(source)
                 .build()
                 .await
                 .expect("build");
@@ -69,7 +87,12 @@ fn child(mode: &str, rounds: u64, uri: &str) {
                 .await
                 .expect("warm");
             for _ in 0..rounds {
-                round(&users.db("bench").expect("db")).await;
+                let h = users.db("bench").expect("db");
+                if source == UsageAnalytics::Operations {
+                    counted_round(&h).await;
+                } else {
+                    round(&h).await;
+                }
             }
             poly.close_all(Duration::from_secs(5)).await;
         }
@@ -118,7 +141,7 @@ fn main() {
     println!("| mode | instructions per round (find_one + 20-doc find) | vs raw |");
     println!("|---|---:|---:|");
     let mut raw = None;
-    for mode in ["raw", "off", "on"] {
+    for mode in ["raw", "off", "operations", "commands"] {
         let (Some(base), Some(full)) = (
             instructions(mode, 0, &uri),
             instructions(mode, ROUNDS, &uri),

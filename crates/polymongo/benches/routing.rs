@@ -6,8 +6,9 @@
 //!
 //! each over 10, 1 000 and 10 000 databases in use (so the map is really that big), plus
 //! operations (`find_one` by `_id`, a 100-document `find`) through the raw driver, through
-//! polymongo, and through polymongo with usage analytics off, on the same test-kit server: the
-//! cost of the handle and of monitoring, side by side.
+//! polymongo's counted `run` (usage analytics from operations), and through polymongo with usage
+//! analytics off, on the same test-kit server: the cost of the handle and of monitoring, side
+//! by side.
 //!
 //! ```text
 //! cargo bench -p polymongo --bench routing
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mongodb::bson::{doc, Document};
-use polymongo::{Model, PolyMongo};
+use polymongo::{Model, PolyMongo, UsageAnalytics};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,15 +84,15 @@ fn operation(c: &mut Criterion) {
         let server = polymongo_testkit::TestServer::start()
             .await
             .expect("test server");
-        let build = |analytics: bool| {
+        let build = |analytics| {
             PolyMongo::builder()
                 .uri(server.uri())
                 .max_pool_size(4)
                 .usage_analytics(analytics)
                 .build()
         };
-        let poly = build(true).await.expect("build");
-        let quiet = build(false).await.expect("build");
+        let poly = build(UsageAnalytics::Operations).await.expect("build");
+        let quiet = build(UsageAnalytics::Off).await.expect("build");
         let raw = mongodb::Client::with_uri_str(server.uri())
             .await
             .expect("client");
@@ -122,7 +123,7 @@ fn operation(c: &mut Criterion) {
             users
                 .db("bench")
                 .expect("db")
-                .find_one(doc! { "_id": 1 })
+                .run(|c| c.find_one(doc! { "_id": 1 }))
                 .await
                 .expect("find")
         })
@@ -156,7 +157,7 @@ fn operation(c: &mut Criterion) {
     group.bench_function("polymongo", |b| {
         b.to_async(&rt).iter(|| async {
             let h = users.db("bench").expect("db");
-            let mut cursor = h.find(all()).await.expect("find");
+            let mut cursor = h.run(|c| c.find(all())).await.expect("find");
             let mut n = 0;
             while cursor.advance().await.expect("next") {
                 n += 1;

@@ -71,12 +71,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ])
         .await?;
+        // `run` awaits the same driver call and counts it in the usage analytics.
         let admins: Vec<User> = coll
-            .find(doc! { "role": "admin" })
+            .run(|c| c.find(doc! { "role": "admin" }))
             .await?
             .try_collect()
             .await?;
         println!("{tenant}: admins {admins:?}");
+    }
+    for u in poly.stats().top_databases(3, polymongo::TopBy::Operations) {
+        println!(
+            "usage of {}: {} operations {:?}, p50 {} µs",
+            u.database, u.operations, u.by_command, u.p50_us
+        );
     }
 
     println!("ping: {:?}", poly.ping("production").await?);

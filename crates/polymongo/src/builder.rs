@@ -125,10 +125,11 @@ impl PolyMongoBuilder {
         self
     }
 
-    /// Usage analytics on or off (default): per-database command counts, errors and latency.
-    /// Costs client CPU on every command: see [`Options::usage_analytics`].
-    pub fn usage_analytics(mut self, on: bool) -> Self {
-        self.options.usage_analytics = on;
+    /// Where per-database usage figures come from (default: operations run through
+    /// [`DbHandle::run`](crate::DbHandle::run)); see [`Options::usage_analytics`] for the cost
+    /// of each.
+    pub fn usage_analytics(mut self, source: crate::UsageAnalytics) -> Self {
+        self.options.usage_analytics = source;
         self
     }
 

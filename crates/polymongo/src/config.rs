@@ -77,12 +77,13 @@ pub struct Options {
     /// Most dedicated pools open at once. When one more must open, the least recently used
     /// one that no handle uses is closed first (it reopens on its next use). Default 64.
     pub max_dedicated_pools: usize,
-    /// Count commands per database from the driver's command events (operations, errors,
-    /// latency percentiles): [`Stats::usage`](crate::Stats::usage). Default `false`: with a
-    /// command-event handler installed the driver builds a full event (command and reply
-    /// copied into documents) for every command, which doubled the client-side CPU
-    /// instructions per operation in `benches/monitoring.rs`. Turn it on where that is worth it.
-    pub usage_analytics: bool,
+    /// Where per-database usage figures ([`Stats::usage`](crate::Stats::usage): operations,
+    /// errors, latency percentiles) come from. Default
+    /// [`Operations`](crate::UsageAnalytics::Operations): what runs through
+    /// [`DbHandle::run`](crate::DbHandle::run), at about 1 % of the driver's client CPU.
+    /// [`Commands`](crate::UsageAnalytics::Commands) sees every command but doubles the
+    /// client-side CPU per operation (measured in `benches/monitoring.rs`).
+    pub usage_analytics: crate::UsageAnalytics,
     /// Most databases with their own usage entry; commands on further databases are counted
     /// together under [`OTHER_DATABASES`](crate::OTHER_DATABASES). Default 10 000.
     pub max_tracked_databases: usize,
@@ -123,7 +124,7 @@ impl Default for Options {
             connect_timeout: None,
             databases: BTreeMap::new(),
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
-            usage_analytics: false,
+            usage_analytics: crate::UsageAnalytics::default(),
             max_tracked_databases: crate::usage::DEFAULT_MAX_TRACKED_DATABASES,
         }
     }
@@ -412,5 +413,17 @@ mod tests {
         assert!(o.cold_start);
         let err = toml::from_str::<Options>("uri = \"mongodb://h\"\nmax_pool = 3\n").unwrap_err();
         assert!(err.to_string().contains("max_pool"), "{err}");
+    }
+
+    #[test]
+    fn usage_source_is_named_in_lower_case() {
+        assert_eq!(
+            Options::default().usage_analytics,
+            crate::UsageAnalytics::Operations
+        );
+        let o: Options = toml::from_str("usage_analytics = \"commands\"\n").unwrap();
+        assert_eq!(o.usage_analytics, crate::UsageAnalytics::Commands);
+        let err = toml::from_str::<Options>("usage_analytics = true\n").unwrap_err();
+        assert!(err.to_string().contains("usage_analytics"), "{err}");
     }
 }

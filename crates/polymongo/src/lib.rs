@@ -83,6 +83,8 @@ pub use stats::{
     CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
     MAX_LISTED_DATABASES,
 };
-pub use usage::{TopBy, UsageStats, DEFAULT_MAX_TRACKED_DATABASES, OTHER_DATABASES};
+pub use usage::{
+    TopBy, UsageAnalytics, UsageStats, DEFAULT_MAX_TRACKED_DATABASES, OTHER_DATABASES,
+};
 
 pub use mongodb;

@@ -11,18 +11,22 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::IntoFuture;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
 use dashmap::DashMap;
 use mongodb::{Collection, IndexModel};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::name::validate_collection_name;
 use crate::poly::PolyMongo;
 use crate::pool::Lease;
 use crate::routing::DbSlot;
+use crate::usage::{self, DbUsage, UsageAnalytics};
 
 /// A document type stored in one collection.
 ///
@@ -343,5 +347,81 @@ impl<T: Send + Sync> DbHandle<T> {
     /// The driver's collection handle, giving up the handle.
     pub fn into_collection(self) -> Collection<T> {
         self.collection
+    }
+
+    /// Runs one driver operation on this handle's collection, counted in the database's
+    /// [usage analytics](crate::Stats::usage) and traced in a `polymongo.op` span.
+    ///
+    /// `op` builds the operation with every option the driver offers; `run` awaits it. The
+    /// operation's kind (`find`, `insert`, `update`, `delete`, `aggregate`, `count`, else
+    /// `other`) is read from the driver's action type, so a closure returning an `async` block
+    /// of several calls counts once, as `other`. Its latency is what the caller waits,
+    /// pool checkout included. An operation dropped before it finishes (a cancelled request)
+    /// still leaves `in_flight`, and is counted as finished, not failed.
+    ///
+    /// Calling the operation on the handle directly (`handle.find_one(f).await`) works the
+    /// same but is not counted, unless the manager counts every command
+    /// ([`UsageAnalytics::Commands`]); with that source `run` does not count again.
+    ///
+    /// ```no_run
+    /// # use mongodb::bson::{doc, Document};
+    /// # struct User;
+    /// # impl polymongo::Model for User { const COLLECTION: &'static str = "users"; }
+    /// # async fn f(users: polymongo::ModelHandle<User>) -> polymongo::Result<()> {
+    /// let alice = users
+    ///     .db("tenant_1")?
+    ///     .run(|c| c.clone_with_type::<Document>().find_one(doc! { "name": "alice" }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The operation's driver error as [`Error::Driver`](crate::Error::Driver) (retryable
+    /// labels kept, credentials removed).
+    pub async fn run<'a, A, R>(&'a self, op: impl FnOnce(&'a Collection<T>) -> A) -> Result<R>
+    where
+        A: IntoFuture<Output = mongodb::error::Result<R>>,
+    {
+        let command = usage::command_index::<A>();
+        let span = tracing::debug_span!(
+            "polymongo.op",
+            database = self.slot.name(),
+            collection = self.collection.name(),
+            op = usage::command_name(command),
+        );
+        let mut counted = match self.slot.pool.usage() {
+            Some(u) if u.source() == UsageAnalytics::Operations => Some(Counted {
+                usage: u.operation(self.slot.name(), command),
+                started: Instant::now(),
+                failed: false,
+            }),
+            _ => None,
+        };
+        let result = op(&self.collection)
+            .into_future()
+            .instrument(span.clone())
+            .await;
+        if let Some(c) = &mut counted {
+            c.failed = result.is_err();
+        }
+        drop(counted);
+        result.map_err(|e| {
+            let e = Error::from_driver(e, self.slot.pool.label());
+            tracing::debug!(parent: &span, error = %e, "operation failed");
+            e
+        })
+    }
+}
+
+/// One operation in flight, reported when it finishes or is dropped.
+struct Counted {
+    usage: Arc<DbUsage>,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.usage.finished(self.started.elapsed(), self.failed);
     }
 }

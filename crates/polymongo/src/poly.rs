@@ -26,7 +26,7 @@ use crate::reaper::{self, Reapable, Retiring};
 use crate::routing::Router;
 use crate::scale::{self, Scale};
 use crate::stats::Stats;
-use crate::usage::Usage;
+use crate::usage::{Usage, UsageAnalytics};
 
 /// Manages MongoDB connections for an application that uses many databases.
 ///
@@ -109,9 +109,12 @@ impl PolyMongo {
             runtime: runtime.clone(),
             live_clients: Arc::new(AtomicUsize::new(0)),
             signals,
-            usage: options
-                .usage_analytics
-                .then(|| Arc::new(Usage::new(options.max_tracked_databases))),
+            usage: (options.usage_analytics != UsageAnalytics::Off).then(|| {
+                Arc::new(Usage::new(
+                    options.max_tracked_databases,
+                    options.usage_analytics,
+                ))
+            }),
         };
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,

@@ -21,7 +21,7 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::hooks::{ErrorEvent, Signal, Signals};
 use crate::pool_stats::{self, Counters, Gauges, PoolStats};
-use crate::usage::Usage;
+use crate::usage::{Usage, UsageAnalytics};
 
 /// Where a pool stands, as the npm package's `getConnectionState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -271,6 +271,11 @@ impl ClusterPool {
         }));
     }
 
+    /// The manager's usage table, when usage analytics are on.
+    pub(crate) fn usage(&self) -> Option<&Arc<Usage>> {
+        self.usage.as_ref()
+    }
+
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
@@ -305,7 +310,11 @@ impl ClusterPool {
             Arc::clone(&gauges),
             Arc::clone(&self.counters),
         ));
-        options.command_event_handler = self.usage.as_ref().map(Usage::observer);
+        options.command_event_handler = self
+            .usage
+            .as_ref()
+            .filter(|u| u.source() == UsageAnalytics::Commands)
+            .map(Usage::observer);
         let _in_runtime = self.runtime.enter();
         let client =
             Client::with_options(options).map_err(|e| Error::from_driver(e, &self.label))?;

@@ -1,8 +1,16 @@
-//! Per-database usage analytics from the driver's command events: operations by command,
-//! errors, latency percentiles, time spent, last use — the insight the npm package lacks.
+//! Per-database usage analytics: operations by command, errors, latency percentiles, time
+//! spent, last use — the insight the npm package lacks.
 //!
-//! Every client the manager makes reports its commands here. A command is counted when it
-//! starts (the event names the database) and timed when it ends (matched by request id).
+//! Two sources, chosen by [`UsageAnalytics`]:
+//!
+//! - **operations** (the default): each [`DbHandle::run`](crate::DbHandle::run) call is
+//!   counted and timed around the driver operation it runs. Cheap — a map lookup, a few
+//!   atomic adds and two clock reads per operation — and exact for what goes through `run`.
+//! - **commands**: every client the manager makes reports every command here from the
+//!   driver's command events. A command is counted when it starts (the event names the
+//!   database) and timed when it ends (matched by request id). Complete (cursor `getMore`s,
+//!   raw database access, operations not run through `run`), but the driver then builds a
+//!   full event for every command, which doubles client-side CPU (`benches/monitoring.rs`).
 //!
 //! Memory is bounded whatever the number of databases: each tracked database costs a fixed
 //! ~420 bytes (a counter per common command, a 64-bucket latency histogram), and at most
@@ -16,11 +24,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The entry commands of untracked databases are counted in, once `max_tracked_databases`
 /// databases are tracked.
 pub const OTHER_DATABASES: &str = "(other databases)";
+
+/// Where per-database usage figures come from: [`Options::usage_analytics`](crate::Options::usage_analytics).
+///
+/// In configuration files: `"off"`, `"operations"` or `"commands"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageAnalytics {
+    /// Nothing is counted; [`DbHandle::run`](crate::DbHandle::run) only opens its tracing span.
+    Off,
+    /// Operations run through [`DbHandle::run`](crate::DbHandle::run) are counted, by kind
+    /// (`find`, `insert`, …), with their errors and latency as the caller sees it (pool
+    /// checkout included). Operations called directly on the collection are not seen. About
+    /// 1 % of the driver's client-side instructions (`benches/monitoring.rs`).
+    #[default]
+    Operations,
+    /// Every command every client of the manager sends is counted, from the driver's command
+    /// events: `getMore`s, raw [`database`](crate::PolyMongo::database) access and direct
+    /// collection calls included. The driver then copies each command and reply into an event,
+    /// which doubled the client-side instructions per operation in `benches/monitoring.rs`.
+    Commands,
+}
 
 /// Default bound on databases with their own usage entry.
 pub const DEFAULT_MAX_TRACKED_DATABASES: usize = 10_000;
@@ -37,6 +66,32 @@ const COMMANDS: [&str; 7] = [
     "count",
 ];
 const OTHER: usize = COMMANDS.len();
+
+/// The counter an operation of the driver's action type `A` is counted under (`other` for
+/// anything that is not one of the driver's common actions, an `async` block for instance).
+pub(crate) fn command_index<A>() -> usize {
+    let name = std::any::type_name::<A>();
+    let Some(path) = name.strip_prefix("mongodb::action::") else {
+        return OTHER;
+    };
+    let path = path.split('<').next().unwrap_or(path);
+    let action = path.rsplit("::").next().unwrap_or(path);
+    let command = match action {
+        "Find" | "FindOne" => "find",
+        "InsertOne" | "InsertMany" => "insert",
+        "Update" | "ReplaceOne" => "update",
+        "Delete" => "delete",
+        "Aggregate" => "aggregate",
+        "CountDocuments" | "EstimatedDocumentCount" => "count",
+        _ => return OTHER,
+    };
+    COMMANDS.iter().position(|c| *c == command).unwrap_or(OTHER)
+}
+
+/// The counter's name, for logs and spans.
+pub(crate) fn command_name(index: usize) -> &'static str {
+    COMMANDS.get(index).copied().unwrap_or("other")
+}
 
 /// Two buckets per power of two of microseconds, from 1 µs to about 67 s (longer commands
 /// land in the last bucket).
@@ -88,7 +143,13 @@ impl DbUsage {
         }
     }
 
-    fn finished(&self, duration: Duration, failed: bool) {
+    fn started(&self, command: usize) {
+        self.ops[command.min(OTHER)].fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, duration: Duration, failed: bool) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.total_us
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
@@ -152,32 +213,34 @@ impl DbUsage {
 pub struct UsageStats {
     /// The database (or [`OTHER_DATABASES`]).
     pub database: String,
-    /// Commands sent (operations; a cursor's `getMore`s count one each).
+    /// Operations counted: [`DbHandle::run`](crate::DbHandle::run) calls, or with
+    /// [`UsageAnalytics::Commands`] commands sent (a cursor's `getMore`s count one each).
     pub operations: u64,
-    /// Commands by name (`find`, `insert`, `getMore`…, `other`), only those sent.
+    /// Operations by kind (`find`, `insert`, `update`, `delete`, `aggregate`, `count`,
+    /// `getMore` (commands only), `other`), only those seen.
     pub by_command: std::collections::BTreeMap<String, u64>,
-    /// Commands that failed.
+    /// Operations that failed.
     pub errors: u64,
-    /// Commands started and not yet finished.
+    /// Operations started and not yet finished.
     pub in_flight: u64,
-    /// Time spent in finished commands, in microseconds.
+    /// Time spent in finished operations, in microseconds.
     pub total_time_us: u64,
-    /// Median command latency, in microseconds.
+    /// Median latency, in microseconds.
     pub p50_us: u64,
     /// 95th percentile, in microseconds.
     pub p95_us: u64,
     /// 99th percentile, in microseconds.
     pub p99_us: u64,
-    /// When a command was last sent.
+    /// When an operation last started.
     pub last_used: Option<SystemTime>,
 }
 
 /// How [`Stats::top_databases`](crate::Stats::top_databases) ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopBy {
-    /// Most commands sent.
+    /// Most operations.
     Operations,
-    /// Most time spent in commands.
+    /// Most time spent in operations.
     Time,
 }
 
@@ -188,16 +251,30 @@ pub(crate) struct Usage {
     /// Commands started, by request id, until they finish.
     pending: DashMap<i32, Arc<DbUsage>>,
     max_tracked: usize,
+    source: UsageAnalytics,
 }
 
 impl Usage {
-    pub(crate) fn new(max_tracked: usize) -> Self {
+    pub(crate) fn new(max_tracked: usize, source: UsageAnalytics) -> Self {
         Self {
             dbs: DashMap::new(),
             other: Arc::new(DbUsage::new()),
             pending: DashMap::new(),
             max_tracked,
+            source,
         }
+    }
+
+    pub(crate) fn source(&self) -> UsageAnalytics {
+        self.source
+    }
+
+    /// Counts the start of one operation of kind `command` on `db`; the caller reports its
+    /// end on the returned entry.
+    pub(crate) fn operation(&self, db: &str, command: usize) -> Arc<DbUsage> {
+        let u = self.entry(db);
+        u.started(command);
+        u
     }
 
     fn entry(&self, db: &str) -> Arc<DbUsage> {
@@ -218,15 +295,11 @@ impl Usage {
     fn on_event(&self, event: CommandEvent) {
         match event {
             CommandEvent::Started(e) => {
-                let u = self.entry(&e.db);
                 let i = COMMANDS
                     .iter()
                     .position(|c| *c == e.command_name)
                     .unwrap_or(OTHER);
-                u.ops[i].fetch_add(1, Ordering::Relaxed);
-                u.in_flight.fetch_add(1, Ordering::Relaxed);
-                u.last_used_ms.store(now_ms(), Ordering::Relaxed);
-                self.pending.insert(e.request_id, u);
+                self.pending.insert(e.request_id, self.operation(&e.db, i));
             }
             CommandEvent::Succeeded(e) => {
                 if let Some((_, u)) = self.pending.remove(&e.request_id) {
@@ -286,6 +359,28 @@ mod tests {
             assert!(bucket_ceiling(b) <= us * 2, "{us} -> {}", bucket_ceiling(b));
         }
         assert_eq!(bucket(Duration::from_secs(1 << 20)), BUCKETS - 1);
+    }
+
+    #[test]
+    fn driver_actions_map_to_their_command() {
+        type C = mongodb::Collection<mongodb::bson::Document>;
+        fn of<'a, A>(_: impl FnOnce(&'a C) -> A) -> &'static str {
+            command_name(command_index::<A>())
+        }
+        let d = mongodb::bson::doc! {};
+        assert_eq!(of(|c| c.find_one(d.clone())), "find");
+        assert_eq!(of(|c| c.find(d.clone())), "find");
+        assert_eq!(of(|c| c.insert_one(d.clone())), "insert");
+        assert_eq!(of(|c| c.insert_many([d.clone()])), "insert");
+        assert_eq!(of(|c| c.update_many(d.clone(), d.clone())), "update");
+        assert_eq!(of(|c| c.replace_one(d.clone(), d.clone())), "update");
+        assert_eq!(of(|c| c.delete_one(d.clone())), "delete");
+        assert_eq!(of(|c| c.aggregate([])), "aggregate");
+        assert_eq!(of(|c| c.count_documents(d.clone())), "count");
+        assert_eq!(of(|c| c.estimated_document_count()), "count");
+        assert_eq!(of(|c| c.distinct("a", d.clone())), "other");
+        assert_eq!(of(|c| c.find_one_and_delete(d.clone())), "other");
+        assert_eq!(of(|_| async { 1 }), "other");
     }
 
     #[test]

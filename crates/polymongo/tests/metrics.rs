@@ -53,7 +53,7 @@ async fn exposition_agrees_with_stats_and_bounds_database_labels() {
         .port();
     let poly = PolyMongo::builder()
         .uri(server.uri())
-        .usage_analytics(true)
+        .usage_analytics(polymongo::UsageAnalytics::Commands)
         .db(
             "hidden",
             DbConfig::new()

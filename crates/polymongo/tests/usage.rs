@@ -1,4 +1,5 @@
-//! Usage analytics: exact counts after a scripted workload, ranking, bounds.
+//! Usage analytics: exact counts after a scripted workload (from `run` and from command
+//! events), ranking, bounds, cancellation, tracing spans.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use mongodb::bson::doc;
-use polymongo::{Model, PolyMongo, TopBy, OTHER_DATABASES};
+use polymongo::{Model, PolyMongo, TopBy, UsageAnalytics, OTHER_DATABASES};
 use serde::{Deserialize, Serialize};
 
 use common::server;
@@ -19,6 +20,8 @@ impl Model for Event {
     const COLLECTION: &'static str = "events";
 }
 
+/// Runs the workload through `DbHandle::run` (counted with the default source) or directly
+/// on the collection (counted only from command events).
 async fn workload(
     poly: &PolyMongo,
     db: &str,
@@ -28,19 +31,35 @@ async fn workload(
     deletes: i64,
 ) {
     let h = poly.model::<Event>().db(db).unwrap();
+    let via_run = poly.options().usage_analytics == UsageAnalytics::Operations;
     for n in 0..inserts {
-        h.insert_one(Event { n }).await.unwrap();
+        if via_run {
+            h.run(|c| c.insert_one(Event { n })).await.unwrap();
+        } else {
+            h.insert_one(Event { n }).await.unwrap();
+        }
     }
     for n in 0..finds {
-        h.find_one(doc! { "n": n }).await.unwrap();
+        if via_run {
+            h.run(|c| c.find_one(doc! { "n": n })).await.unwrap();
+        } else {
+            h.find_one(doc! { "n": n }).await.unwrap();
+        }
     }
     for n in 0..updates {
-        h.update_one(doc! { "n": n }, doc! { "$set": { "seen": true } })
-            .await
-            .unwrap();
+        let (filter, update) = (doc! { "n": n }, doc! { "$set": { "seen": true } });
+        if via_run {
+            h.run(|c| c.update_one(filter, update)).await.unwrap();
+        } else {
+            h.update_one(filter, update).await.unwrap();
+        }
     }
     for n in 0..deletes {
-        h.delete_one(doc! { "n": n }).await.unwrap();
+        if via_run {
+            h.run(|c| c.delete_one(doc! { "n": n })).await.unwrap();
+        } else {
+            h.delete_one(doc! { "n": n }).await.unwrap();
+        }
     }
 }
 
@@ -49,12 +68,21 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test]
-async fn counts_after_a_scripted_workload_are_exact() {
+async fn operation_counts_after_a_scripted_workload_are_exact() {
+    scripted_workload(UsageAnalytics::Operations).await;
+}
+
+#[tokio::test]
+async fn command_counts_after_a_scripted_workload_are_exact() {
+    scripted_workload(UsageAnalytics::Commands).await;
+}
+
+async fn scripted_workload(source: UsageAnalytics) {
     let server = server().await;
     let poly = PolyMongo::builder()
         .uri(server.uri())
         .max_pool_size(4)
-        .usage_analytics(true)
+        .usage_analytics(source)
         .build()
         .await
         .unwrap();
@@ -63,13 +91,16 @@ async fn counts_after_a_scripted_workload_are_exact() {
     workload(&poly, "usage_b", 2, 8, 0, 0).await;
     workload(&poly, "usage_c", 1, 0, 0, 0).await;
     // A command the server refuses counts as an error of its database.
-    let bad = poly
-        .model::<Event>()
-        .db("usage_c")
-        .unwrap()
-        .aggregate([doc! { "$noSuchStage": {} }])
-        .await;
-    assert!(bad.is_err());
+    let c = poly.model::<Event>().db("usage_c").unwrap();
+    let pipeline = [doc! { "$noSuchStage": {} }];
+    let bad = match source {
+        UsageAnalytics::Operations => c.run(|c| c.aggregate(pipeline)).await.err(),
+        _ => c.aggregate(pipeline).await.err().map(Into::into),
+    };
+    assert!(
+        matches!(bad, Some(polymongo::Error::Driver { .. })),
+        "{bad:?}"
+    );
 
     let stats = poly.stats();
     let a = stats.usage("usage_a").unwrap();
@@ -112,7 +143,6 @@ async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
     let server = server().await;
     let poly = PolyMongo::builder()
         .uri(server.uri())
-        .usage_analytics(true)
         .max_tracked_databases(3)
         .build()
         .await
@@ -131,11 +161,49 @@ async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
 }
 
 #[tokio::test]
-async fn analytics_are_off_by_default() {
+async fn direct_calls_are_counted_only_from_command_events() {
     let server = server().await;
     let poly = common::manager(&server, 2).await;
-    workload(&poly, "quiet", 2, 2, 0, 0).await;
+    assert_eq!(poly.options().usage_analytics, UsageAnalytics::Operations);
+    let h = poly.model::<Event>().db("direct").unwrap();
+    h.insert_one(Event { n: 1 }).await.unwrap();
+    h.find_one(doc! {}).await.unwrap();
+    assert!(poly.stats().usage("direct").is_none());
+    h.run(|c| c.find_one(doc! {})).await.unwrap();
+    let u = poly.stats().usage("direct").unwrap();
+    assert_eq!(u.by_command, counts(&[("find", 1)]));
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn off_counts_nothing() {
+    let server = server().await;
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .usage_analytics(UsageAnalytics::Off)
+        .build()
+        .await
+        .unwrap();
+    let h = poly.model::<Event>().db("quiet").unwrap();
+    h.run(|c| c.insert_one(Event { n: 1 })).await.unwrap();
+    h.find_one(doc! {}).await.unwrap();
     assert!(poly.stats().usage("quiet").is_none());
     assert!(poly.stats().top_databases(5, TopBy::Operations).is_empty());
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_operation_is_finished_not_failed() {
+    let server = server().await;
+    let poly = common::manager(&server, 2).await;
+    let h = poly.model::<Event>().db("cancelled").unwrap();
+    let mut never = Box::pin(h.run(|_| std::future::pending::<mongodb::error::Result<()>>()));
+    assert!(futures_util::FutureExt::now_or_never(never.as_mut()).is_none());
+    let during = poly.stats().usage("cancelled").unwrap();
+    assert_eq!((during.operations, during.in_flight), (1, 1));
+    drop(never);
+    let after = poly.stats().usage("cancelled").unwrap();
+    assert_eq!((after.operations, after.in_flight, after.errors), (1, 0, 0));
+    assert_eq!(after.by_command, counts(&[("other", 1)]));
     poly.close_all(Duration::from_secs(5)).await;
 }
