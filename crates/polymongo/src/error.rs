@@ -88,6 +88,30 @@ pub enum Error {
     #[error("polymongo is closed: no new operations are accepted")]
     Closed,
 
+    /// A transaction named databases served by different pools (other clusters, or a dedicated
+    /// pool and another): one session cannot span them. Raised before anything is sent.
+    #[error("databases {first:?} ({first_pool}) and {second:?} ({second_pool}) are served by different pools: one transaction cannot span them")]
+    CrossPool {
+        /// The transaction's first database.
+        first: String,
+        /// Its pool: kind and cluster (password redacted).
+        first_pool: String,
+        /// A database served by another pool.
+        second: String,
+        /// That pool.
+        second_pool: String,
+    },
+
+    /// The deployment cannot run transactions (a standalone server: MongoDB runs them on
+    /// replica sets and sharded clusters only).
+    #[error("cluster {cluster} does not support transactions: {reason}")]
+    TransactionsUnsupported {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// What the driver or the server said.
+        reason: String,
+    },
+
     /// No tokio runtime was running where one was needed (building the manager).
     #[error("polymongo needs a tokio runtime: build it from async code running on tokio")]
     NoRuntime,
@@ -113,6 +137,8 @@ pub enum ErrorKind {
     Saturated,
     /// See [`Error::Closed`].
     Closed,
+    /// See [`Error::CrossPool`] and [`Error::TransactionsUnsupported`].
+    Transaction,
     /// See [`Error::NoRuntime`].
     NoRuntime,
     /// See [`Error::Driver`].
@@ -129,6 +155,9 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Saturated { .. } => ErrorKind::Saturated,
             Error::Closed => ErrorKind::Closed,
+            Error::CrossPool { .. } | Error::TransactionsUnsupported { .. } => {
+                ErrorKind::Transaction
+            }
             Error::NoRuntime => ErrorKind::NoRuntime,
             Error::Driver(_) => ErrorKind::Driver,
         }
@@ -144,6 +173,8 @@ impl Error {
             | Error::DbConfig { .. }
             | Error::InvalidName { .. }
             | Error::Closed
+            | Error::CrossPool { .. }
+            | Error::TransactionsUnsupported { .. }
             | Error::NoRuntime => false,
         }
     }
@@ -166,6 +197,19 @@ impl Error {
             }
         } else {
             Error::Driver(source)
+        }
+    }
+}
+
+/// Lets `?` turn a polymongo error into the driver's inside a transaction's closure
+/// ([`Transaction::run`](crate::Transaction::run)). Driver errors come back as they were, labels
+/// included, so the driver's retry rules still see them; any other error travels as a custom
+/// driver error and `run` returns it unchanged.
+impl From<Error> for mongodb::error::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Driver(source) | Error::Connection { source, .. } => source,
+            other => mongodb::error::Error::custom(crate::transaction::Carried::new(other)),
         }
     }
 }

@@ -59,6 +59,7 @@ mod redact;
 mod routing;
 mod scale;
 mod stats;
+mod transaction;
 mod usage;
 
 pub use builder::PolyMongoBuilder;
@@ -83,6 +84,7 @@ pub use stats::{
     CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
     MAX_LISTED_DATABASES,
 };
+pub use transaction::{Transaction, DEFAULT_TRANSACTION_TIMEOUT};
 pub use usage::{
     TopBy, UsageAnalytics, UsageStats, DEFAULT_MAX_TRACKED_DATABASES, OTHER_DATABASES,
 };

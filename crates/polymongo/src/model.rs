@@ -364,13 +364,13 @@ impl<T: Send + Sync> DbHandle<T> {
     /// ([`UsageAnalytics::Commands`]); with that source `run` does not count again.
     ///
     /// ```no_run
-    /// # use mongodb::bson::{doc, Document};
-    /// # struct User;
+    /// # use mongodb::bson::doc;
+    /// # #[derive(serde::Deserialize)] struct User { name: String }
     /// # impl polymongo::Model for User { const COLLECTION: &'static str = "users"; }
     /// # async fn f(users: polymongo::ModelHandle<User>) -> polymongo::Result<()> {
-    /// let alice = users
+    /// let alice: Option<User> = users
     ///     .db("tenant_1")?
-    ///     .run(|c| c.clone_with_type::<Document>().find_one(doc! { "name": "alice" }))
+    ///     .run(|c| c.find_one(doc! { "name": "alice" }).projection(doc! { "name": 1 }))
     ///     .await?;
     /// # Ok(()) }
     /// ```

@@ -268,6 +268,17 @@ impl Router {
         self.routes.get(name).map(|r| Arc::clone(&r))
     }
 
+    /// The pool `name` is routed to, without opening it. Checks the name.
+    pub(crate) fn pool_of(&self, name: &str) -> Result<Arc<ClusterPool>> {
+        validate_database_name(name)?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(self
+            .route(name)
+            .map_or_else(|| Arc::clone(&self.main), |r| Arc::clone(&r.pool)))
+    }
+
     /// Routes `name` by `route` from now on. A slot made under the old route is retired (so
     /// cached handles resolve again); a dedicated pool left without its database is kept for
     /// closing.
