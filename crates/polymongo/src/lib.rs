@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod change_stream;
 mod config;
 mod db_config;
 mod error;
@@ -63,6 +64,7 @@ mod transaction;
 mod usage;
 
 pub use builder::PolyMongoBuilder;
+pub use change_stream::ManagedStream;
 pub use config::{
     Options, RetryOptions, DEFAULT_MAX_DEDICATED_POOLS, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB,
 };

@@ -339,6 +339,10 @@ impl<T: Send + Sync> DbHandle<T> {
         self.slot.name()
     }
 
+    pub(crate) fn slot(&self) -> &Arc<DbSlot> {
+        &self.slot
+    }
+
     /// The driver's collection handle.
     pub fn collection(&self) -> &Collection<T> {
         &self.collection

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::PolyMongoBuilder;
+use crate::change_stream::Watches;
 use crate::config::Options;
 use crate::error::{Error, Result};
 use crate::hooks::{self, Directory, ErrorEvent, HookHandle, PendingHook, PoolEvent, Registry};
@@ -76,6 +77,8 @@ pub struct CloseReport {
     /// Clients of pools closed earlier for idleness, still finishing their cursors and
     /// sessions, that this call shut down without waiting.
     pub idle_clients_cut: usize,
+    /// Managed change streams this call ended.
+    pub change_streams_closed: usize,
     /// The manager had already been closed by an earlier call; this one did nothing.
     pub already_closed: bool,
 }
@@ -109,6 +112,7 @@ impl PolyMongo {
             runtime: runtime.clone(),
             live_clients: Arc::new(AtomicUsize::new(0)),
             signals,
+            watches: Arc::default(),
             usage: (options.usage_analytics != UsageAnalytics::Off).then(|| {
                 Arc::new(Usage::new(
                     options.max_tracked_databases,
@@ -251,6 +255,10 @@ impl PolyMongo {
         self.inner.env.usage.as_ref()
     }
 
+    pub(crate) fn watches(&self) -> &Arc<Watches> {
+        &self.inner.env.watches
+    }
+
     pub(crate) fn router(&self) -> &Router {
         &self.inner.router
     }
@@ -383,6 +391,9 @@ impl PolyMongo {
                 ..CloseReport::default()
             };
         }
+        // Change streams end first: their consumers see the end rather than an error, and
+        // their cursors no longer hold the pools open.
+        let streams = self.close_all_watches();
         // The reaper stops first, so it closes nothing under our feet.
         self.inner.stop_reaper.send_replace(true);
         let reaper = self
@@ -411,7 +422,10 @@ impl PolyMongo {
         for cache in self.inner.models.iter() {
             cache.clear();
         }
-        let mut report = CloseReport::default();
+        let mut report = CloseReport {
+            change_streams_closed: streams,
+            ..CloseReport::default()
+        };
         for (pool, client) in taken {
             match pool.finish_close(client, deadline).await {
                 Shutdown::NotOpen => {}

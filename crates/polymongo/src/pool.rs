@@ -18,6 +18,7 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
+use crate::change_stream::Watches;
 use crate::error::{Error, Result};
 use crate::hooks::{ErrorEvent, Signal, Signals};
 use crate::pool_stats::{self, Counters, Gauges, PoolStats};
@@ -144,6 +145,8 @@ pub(crate) struct PoolEnv {
     pub(crate) signals: Signals,
     /// Usage analytics, when on.
     pub(crate) usage: Option<Arc<Usage>>,
+    /// The manager's open change streams.
+    pub(crate) watches: Arc<Watches>,
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
@@ -191,6 +194,7 @@ pub(crate) struct ClusterPool {
     health: Arc<Health>,
     counters: Arc<Counters>,
     usage: Option<Arc<Usage>>,
+    watches: Arc<Watches>,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
     /// Idle time after which the reaper closes the pool, in ms; 0: never (not `auto_close`).
@@ -247,6 +251,7 @@ impl ClusterPool {
             id,
             health,
             usage: env.usage.clone(),
+            watches: Arc::clone(&env.watches),
             live_clients: Arc::clone(&env.live_clients),
             runtime: env.runtime.clone(),
             ttl_ms: AtomicU64::new(ttl_millis(ttl)),
@@ -269,6 +274,16 @@ impl ClusterPool {
             message,
             at: SystemTime::now(),
         }));
+    }
+
+    /// The manager's registry of change streams.
+    pub(crate) fn watches(&self) -> &Arc<Watches> {
+        &self.watches
+    }
+
+    /// The runtime the pool's clients live on.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
     }
 
     /// The manager's usage table, when usage analytics are on.
@@ -514,6 +529,7 @@ mod tests {
             live_clients: Arc::clone(&live),
             signals,
             usage: None,
+            watches: Arc::default(),
         };
         let pool = ClusterPool::new("test".into(), PoolKind::Shared, opts, &env, None);
         assert_eq!(pool.state(), ConnectionState::Disconnected);

@@ -41,6 +41,8 @@ pub struct GeneralStats {
     pub live_clients: usize,
     /// Databases resolved and routed now.
     pub databases_in_use: usize,
+    /// Managed change streams open now (all scopes).
+    pub change_streams: usize,
     /// The main cluster's shared pool.
     pub primary: PoolInfo,
     /// Shared pools of the other clusters databases are routed to.
@@ -142,6 +144,8 @@ pub struct DbStats {
     pub queue: Option<QueueStats>,
     /// Its usage since the manager was built (usage analytics on), with the last use.
     pub usage: Option<UsageStats>,
+    /// Managed change streams open on it or its collections.
+    pub change_streams: usize,
 }
 
 /// One collection in [`DbStats`].
@@ -241,6 +245,7 @@ impl<'a> Stats<'a> {
             total_connections_across_pools: connections,
             live_clients: self.poly.live_clients(),
             databases_in_use: router.len(),
+            change_streams: self.poly.open_change_streams(),
             primary,
             other_clusters,
             dedicated,
@@ -291,6 +296,7 @@ impl<'a> Stats<'a> {
                 .route(name)
                 .map(|r| DbConfigView::from(&r.config)),
             queue: self.poly.router().gate(name).map(|g| g.stats()),
+            change_streams: self.poly.db_change_streams(name),
             usage: self.usage(name),
         })
     }
