@@ -93,6 +93,16 @@ pub fn render(poly: &PolyMongo) -> String {
         &[],
         general.databases_in_use as f64,
     );
+    f.header(
+        "polymongo_change_streams",
+        "gauge",
+        "Managed change streams open.",
+    );
+    f.sample(
+        "polymongo_change_streams",
+        &[],
+        general.change_streams as f64,
+    );
 
     let pools: Vec<&PoolInfo> = std::iter::once(&general.primary)
         .chain(&general.other_clusters)

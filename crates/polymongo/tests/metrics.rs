@@ -76,6 +76,7 @@ async fn exposition_agrees_with_stats_and_bounds_database_labels() {
                 .unwrap();
         }
     }
+    let _stream = items.db("m_000").unwrap().watch().await.unwrap();
     let text = render(&poly);
     assert!(!text.contains("M3tr1cSecret"), "password in metrics");
     let all = samples(&text);
@@ -89,6 +90,9 @@ async fn exposition_agrees_with_stats_and_bounds_database_labels() {
     assert!(all
         .iter()
         .any(|(n, _, v)| n == "polymongo_live_clients" && *v == general.live_clients as f64));
+    assert!(all
+        .iter()
+        .any(|(n, _, v)| n == "polymongo_change_streams" && *v == 1.0));
 
     let databases: BTreeSet<String> = all
         .iter()
