@@ -95,8 +95,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await;
     if let Err(e) = &refused {
-        let reason = e.driver_error().and_then(|d| d.get_custom::<OutOfStock>());
-        println!("aborted: {reason:?}");
+        if let Some(OutOfStock(item)) = e.driver_error().and_then(|d| d.get_custom::<OutOfStock>())
+        {
+            println!("aborted: {item} is out of stock");
+        }
     }
     let sofas = orders
         .db("shop")?
