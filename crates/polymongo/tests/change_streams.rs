@@ -304,3 +304,25 @@ async fn closing_kills_the_server_cursor() {
     drop(stream);
     poly.close_all(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_wait_given_up_by_the_consumer_does_not_lose_the_stream() {
+    let server = server().await;
+    let poly = common::manager(&server, 4).await;
+    let handle = poly.model::<Note>().db("cs_cancel").unwrap();
+    let mut stream = handle.watch().await.unwrap();
+    // A consumer waiting in `select!` with a tick gives up the wait when the tick comes first.
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(gave_up.is_err(), "no event was written yet: {gave_up:?}");
+    raw(&server)
+        .await
+        .database("cs_cancel")
+        .collection::<Document>("notes")
+        .insert_one(doc! { "_id": 1, "text": "after the tick" })
+        .await
+        .unwrap();
+    let event = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(event.full_document.unwrap().text, "after the tick");
+    assert!(stream.resume_token().is_some());
+    poly.close_all(Duration::from_secs(5)).await;
+}

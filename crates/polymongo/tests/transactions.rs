@@ -192,7 +192,10 @@ async fn databases_on_different_pools_are_refused_before_anything_is_sent() {
     let poly = PolyMongo::builder()
         .uri(a.uri())
         .default_db("main")
-        .db("elsewhere", DbConfig::new().uri(b.uri()))
+        .db(
+            "elsewhere",
+            DbConfig::new().uri(b.uri().replacen("mongodb://", "mongodb://u:Tx5ecret@", 1)),
+        )
         .db("dedicated", DbConfig::new().max_connections(2))
         .build()
         .await
@@ -221,6 +224,7 @@ async fn databases_on_different_pools_are_refused_before_anything_is_sent() {
         }
         assert_eq!(err.kind(), ErrorKind::Transaction);
         assert!(err.to_string().contains(first) && err.to_string().contains(second));
+        assert!(!format!("{err} {err:?}").contains("Tx5ecret"), "{err:?}");
     }
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     // Nothing was sent: neither server saw a connection from the manager.
@@ -313,5 +317,69 @@ async fn two_databases_commit_together_on_a_replica_set() {
     let raw = raw(&server).await;
     assert_eq!(count(&raw, "txn_shop", "orders").await, 1);
     assert_eq!(count(&raw, "txn_ledger", "entries").await, 1);
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_deadline_abandons_and_aborts_a_slow_transaction() {
+    let server = server().await;
+    let poly = common::manager(&server, 4).await;
+    let orders = poly.model::<Order>();
+    let started = tokio::time::Instant::now();
+    let err = poly
+        .transaction(["txn_deadline"])
+        .timeout(Duration::from_millis(300))
+        .run(async |s| {
+            orders
+                .db("txn_deadline")?
+                .insert_one(Order { total: 9 })
+                .session(&mut *s)
+                .await?;
+            // Work that outlives the deadline.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The driver aborts the abandoned transaction when its session is dropped.
+    let raw = raw(&server).await;
+    common::eventually(
+        "the abandoned insert to be rolled back",
+        Duration::from_secs(10),
+        || async { (count(&raw, "txn_deadline", "orders").await == 0).then_some(()) },
+    )
+    .await;
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn transaction_options_reach_the_driver() {
+    let server = server().await;
+    let poly = common::manager(&server, 4).await;
+    let orders = poly.model::<Order>();
+    // MongoDB runs transactions on the primary only: the driver refuses another read
+    // preference at the first operation, which shows the option was applied.
+    let err = poly
+        .transaction(["txn_options"])
+        .read_preference(mongodb::options::ReadPreference::Secondary {
+            options: Default::default(),
+        })
+        .max_commit_time(Duration::from_secs(5))
+        .run(async |s| {
+            orders
+                .db("txn_options")?
+                .find_one(doc! {})
+                .session(&mut *s)
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("primary"), "{err}");
     poly.close_all(Duration::from_secs(5)).await;
 }
