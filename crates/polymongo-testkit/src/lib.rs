@@ -67,3 +67,19 @@ pub use error::TestKitError;
 pub use options::ServerOptions;
 pub use probe::connection_count;
 pub use server::{ServerKind, TestServer, ENV_TEST_SERVER, ENV_TEST_URI};
+
+/// The Python interpreter of the kit's cached environment, which has pymongo (and so
+/// `bson.json_util`) installed: for interoperability tests against another implementation of
+/// MongoDB's formats. Installs the environment first if it is not there yet (about 6 s,
+/// once), with the interpreter chosen as for nx-27017 (`POLYMONGO_TEST_PYTHON`, else
+/// `python3`).
+///
+/// # Errors
+/// As [`TestServer::start`] when the environment cannot be installed.
+pub async fn pymongo_python() -> Result<std::path::PathBuf, TestKitError> {
+    tokio::task::spawn_blocking(|| venv::ensure(None, None).map(|install| install.python))
+        .await
+        .map_err(|e| {
+            TestKitError::Unsupported(format!("installing the environment panicked: {e}"))
+        })?
+}

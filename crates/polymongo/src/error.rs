@@ -112,6 +112,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A dump (the format of [`bulk`](crate::bulk)) cannot be read at `line`.
+    #[error("dump line {line}: {problem}")]
+    Dump {
+        /// The line, from 1.
+        line: u64,
+        /// What is wrong there.
+        problem: crate::bulk::DumpProblem,
+    },
+
+    /// An import or copy stopped before the end. The report says what was written, what
+    /// failed, and where it stopped.
+    #[error("import stopped: {0}")]
+    Import(Box<crate::bulk::ImportReport>),
+
+    /// Reading or writing a stream failed (a dump file, a pipe).
+    #[error("I/O error while {during}: {source}")]
+    Io {
+        /// What was being done.
+        during: &'static str,
+        /// The error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+
     /// No tokio runtime was running where one was needed (building the manager).
     #[error("polymongo needs a tokio runtime: build it from async code running on tokio")]
     NoRuntime,
@@ -139,6 +163,10 @@ pub enum ErrorKind {
     Closed,
     /// See [`Error::CrossPool`] and [`Error::TransactionsUnsupported`].
     Transaction,
+    /// See [`Error::Dump`] and [`Error::Import`].
+    Bulk,
+    /// See [`Error::Io`].
+    Io,
     /// See [`Error::NoRuntime`].
     NoRuntime,
     /// See [`Error::Driver`].
@@ -158,6 +186,8 @@ impl Error {
             Error::CrossPool { .. } | Error::TransactionsUnsupported { .. } => {
                 ErrorKind::Transaction
             }
+            Error::Dump { .. } | Error::Import(_) => ErrorKind::Bulk,
+            Error::Io { .. } => ErrorKind::Io,
             Error::NoRuntime => ErrorKind::NoRuntime,
             Error::Driver(_) => ErrorKind::Driver,
         }
@@ -168,6 +198,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connection { .. } | Error::Timeout { .. } | Error::Saturated { .. } => true,
+            Error::Io { .. } => true,
             Error::Driver(e) => driver_is_retryable(e),
             Error::Config { .. }
             | Error::DbConfig { .. }
@@ -175,6 +206,8 @@ impl Error {
             | Error::Closed
             | Error::CrossPool { .. }
             | Error::TransactionsUnsupported { .. }
+            | Error::Dump { .. }
+            | Error::Import(_)
             | Error::NoRuntime => false,
         }
     }

@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+pub mod bulk;
 mod change_stream;
 mod config;
 mod db_config;
