@@ -590,3 +590,56 @@ for line in open(sys.argv[1]):
         .collect();
     assert_eq!(hex.trim(), ours_hex);
 }
+
+#[tokio::test]
+async fn a_server_lost_mid_import_reports_exactly_what_was_acknowledged() {
+    let mut server = polymongo_testkit::TestServer::start_with(
+        polymongo_testkit::ServerOptions::new()
+            .persistent(true)
+            .managed(true),
+    )
+    .await
+    .expect("server");
+    let pid = server.pid().expect("a process the kit started");
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .server_selection_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let documents: Vec<Document> = (0..5_000).map(|i| doc! { "_id": i, "v": "x" }).collect();
+    let dump = polymongo::bulk::Dump::new(
+        "lost",
+        vec![polymongo::bulk::CollectionDump::new("c", documents)],
+    );
+    // The server dies right after the first batch is acknowledged, before the second is sent.
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let options = ImportOptions::default().batch_size(500).progress(move |_| {
+        if !killed.swap(true, Ordering::SeqCst) {
+            let status = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    });
+    let err = poly
+        .bulk()
+        .import("lost", &dump, options)
+        .await
+        .unwrap_err();
+    let Error::Import(report) = err else {
+        panic!("expected an import error, got {err:?}")
+    };
+    let stopped = report.stopped.clone().unwrap();
+    assert_eq!(stopped.stage, Stage::Write);
+    // Header on line 1, collection on line 2, the second batch on lines 503..=1002.
+    assert_eq!(stopped.lines, Some((503, 1002)), "{report:?}");
+    assert_eq!(report.documents, 500);
+
+    server.kill().await.unwrap();
+    server.restart().await.unwrap();
+    let raw = raw(&server).await;
+    assert_eq!(ids(&raw, "lost").await, (0..500).collect::<Vec<_>>());
+    poly.close_all(Duration::from_secs(1)).await;
+}

@@ -276,7 +276,8 @@ fn classify_line(n: usize, buf: &mut Vec<u8>) -> Line {
 pub struct Progress {
     /// Documents exported, or written by the import.
     pub documents: u64,
-    /// Bytes of the dump written, or read (before decompression).
+    /// Bytes of the dump written or read so far, uncompressed (0 for a copy, which has no
+    /// dump).
     pub bytes: u64,
 }
 
@@ -475,7 +476,7 @@ pub struct ExportReport {
     pub collections: Vec<CollectionReport>,
     /// Documents in all.
     pub documents: u64,
-    /// Bytes written (after compression).
+    /// Bytes of the dump, uncompressed.
     pub bytes: u64,
 }
 
