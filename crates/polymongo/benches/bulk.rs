@@ -57,6 +57,8 @@ async fn raw_copy(uri: &str, target: &str) -> u64 {
         to.insert_many(&batch).ordered(false).await.expect("insert");
         n += batch.len() as u64;
     }
+    // `shutdown` waits for every cursor of the client to be dropped.
+    drop(cursor);
     client.shutdown().await;
     n
 }
