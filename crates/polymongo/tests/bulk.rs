@@ -73,7 +73,33 @@ fn kept_types(i: i32) -> Document {
     }
 }
 
+/// `listCollections` options per collection, as the server reports them.
+async fn collection_options(client: &Client, db: &str) -> Vec<(String, Document)> {
+    let mut cursor = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await
+        .expect("raw listCollections");
+    let mut out = Vec::new();
+    while let Some(c) = cursor.try_next().await.expect("collection") {
+        let name = c.get_str("name").unwrap_or_default().to_owned();
+        out.push((name, c.get_document("options").cloned().unwrap_or_default()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 async fn seed(client: &Client, db: &str) {
+    // A collection created with options, so that they have something to carry.
+    client
+        .database(db)
+        .run_command(doc! {
+            "create": "users",
+            "validator": { "name": { "$type": "string" } },
+            "collation": { "locale": "en", "strength": 2 },
+        })
+        .await
+        .expect("create users");
     let users = client.database(db).collection::<Document>("users");
     users
         .insert_many((0..200).map(kept_types))
@@ -175,6 +201,10 @@ async fn export_then_import_reproduces_every_document_and_index() {
                 index_keys(&raw, "bulk_src", coll).await
             );
         }
+        assert_eq!(
+            collection_options(&raw, target).await,
+            collection_options(&raw, "bulk_src").await
+        );
     }
     poly.close_all(Duration::from_secs(5)).await;
 }
@@ -674,4 +704,84 @@ async fn a_server_lost_mid_import_reports_exactly_what_was_acknowledged() {
     let raw = raw(&server).await;
     assert_eq!(ids(&raw, "lost").await, (0..500).collect::<Vec<_>>());
     poly.close_all(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn every_bad_input_stops_with_exactly_the_records_before_it_written() {
+    let server = server().await;
+    let raw = raw(&server).await;
+    let poly = common::manager(&server, 4).await;
+    let end = r#"{"end":{"collections":1,"documents":5}}"#;
+    let body = |bad: &str| {
+        format!(
+            "{HEADER}\n{COLLECTION}\n{}\n{}\n{}\n{bad}\n{}\n{}\n{end}\n",
+            doc_line(1),
+            doc_line(2),
+            doc_line(3),
+            doc_line(5),
+            doc_line(6)
+        )
+    };
+    let future = HEADER.replace("\"version\":1", "\"version\":9");
+    let cases: Vec<(&str, String, u64, Vec<i32>)> = vec![
+        ("invalid JSON", body(r#"{"document":"#), 6, vec![1, 2, 3]),
+        ("unknown record", body(r#"{"index":{}}"#), 6, vec![1, 2, 3]),
+        (
+            "invalid Extended JSON",
+            body(r#"{"document":{"_id":{"$numberInt":"x"}}}"#),
+            6,
+            vec![1, 2, 3],
+        ),
+        ("a second header", body(HEADER), 6, vec![1, 2, 3]),
+        (
+            "a document before its collection",
+            format!(
+                "{HEADER}\n{}\n{COLLECTION}\n{}\n{end}\n",
+                doc_line(1),
+                doc_line(2)
+            ),
+            2,
+            vec![],
+        ),
+        (
+            "a version from the future",
+            format!("{future}\n{COLLECTION}\n{}\n", doc_line(1)),
+            1,
+            vec![],
+        ),
+        (
+            "a truncated line",
+            format!(
+                "{HEADER}\n{COLLECTION}\n{}\n{}",
+                doc_line(1),
+                &doc_line(2)[..9]
+            ),
+            4,
+            vec![1],
+        ),
+    ];
+    for (i, (what, file, line, written)) in cases.into_iter().enumerate() {
+        let db = format!("bad_case_{i}");
+        let err = poly
+            .bulk()
+            .import_stream(&db, file.as_bytes(), ImportOptions::default().batch_size(2))
+            .await
+            .unwrap_err();
+        let Error::Import(report) = err else {
+            panic!("{what}: expected an import error, got {err:?}")
+        };
+        let stopped = report.stopped.clone().unwrap();
+        assert_eq!(stopped.line, Some(line), "{what}: {report:?}");
+        assert_eq!(report.documents, written.len() as u64, "{what}: {report:?}");
+        if written.is_empty() {
+            let names = raw.database(&db).list_collection_names().await.unwrap();
+            assert!(
+                !names.contains(&"c".to_owned()) || ids(&raw, &db).await.is_empty(),
+                "{what}"
+            );
+        } else {
+            assert_eq!(ids(&raw, &db).await, written, "{what}");
+        }
+    }
+    poly.close_all(Duration::from_secs(5)).await;
 }
