@@ -44,6 +44,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Network faults
+//!
+//! [`FaultProxy`] sits between a client and a server on its own 127.0.0.1
+//! port and, on command, adds latency, black-holes traffic, drops every open
+//! connection or refuses new ones: see its docs and the crate's README.
+//!
 //! # Processes
 //!
 //! Servers bind 127.0.0.1 only, each on its own free port with its own
@@ -60,12 +66,14 @@ mod options;
 mod port;
 mod probe;
 mod process;
+mod proxy;
 mod server;
 mod venv;
 
 pub use error::TestKitError;
 pub use options::ServerOptions;
 pub use probe::connection_count;
+pub use proxy::{Fault, FaultProxy, ProxyStats};
 pub use server::{ServerKind, TestServer, ENV_TEST_SERVER, ENV_TEST_URI};
 
 /// The Python interpreter of the kit's cached environment, which has pymongo (and so

@@ -133,6 +133,13 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Bound on waiting for a busy pool's connection in [`DbHandle::run`](crate::DbHandle::run);
+    /// see [`Options::wait_queue_timeout`].
+    pub fn wait_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.options.wait_queue_timeout = Some(timeout);
+        self
+    }
+
     /// Most databases with their own usage entry (default 10 000); further databases are
     /// counted together.
     pub fn max_tracked_databases(mut self, max: usize) -> Self {

@@ -87,6 +87,12 @@ pub struct Options {
     /// Most databases with their own usage entry; commands on further databases are counted
     /// together under [`OTHER_DATABASES`](crate::OTHER_DATABASES). Default 10 000.
     pub max_tracked_databases: usize,
+    /// Bound on how long an operation run through [`DbHandle::run`](crate::DbHandle::run)
+    /// waits for a connection of its pool when every connection is busy. Past it the
+    /// operation fails with [`Error::PoolExhausted`](crate::Error::PoolExhausted) instead of
+    /// waiting on (the driver has no wait-queue timeout of its own). Default: no bound.
+    #[serde(with = "humantime_serde")]
+    pub wait_queue_timeout: Option<Duration>,
 }
 
 /// Retry of the first connection, as the npm package's `retry` option.
@@ -126,6 +132,7 @@ impl Default for Options {
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
             usage_analytics: crate::UsageAnalytics::default(),
             max_tracked_databases: crate::usage::DEFAULT_MAX_TRACKED_DATABASES,
+            wait_queue_timeout: None,
         }
     }
 }
@@ -147,6 +154,7 @@ impl fmt::Debug for Options {
             .field("max_dedicated_pools", &self.max_dedicated_pools)
             .field("usage_analytics", &self.usage_analytics)
             .field("max_tracked_databases", &self.max_tracked_databases)
+            .field("wait_queue_timeout", &self.wait_queue_timeout)
             .finish()
     }
 }
@@ -211,6 +219,9 @@ impl Options {
                     ),
                 ));
             }
+        }
+        if self.wait_queue_timeout == Some(Duration::ZERO) {
+            return Err(config("wait_queue_timeout", "must be more than zero"));
         }
         if self.max_tracked_databases == 0 {
             return Err(config("max_tracked_databases", "must be at least 1"));

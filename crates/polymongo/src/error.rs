@@ -83,6 +83,29 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// Every connection of a pool stayed busy for the whole `wait_queue_timeout`.
+    #[error(
+        "pool of {cluster} exhausted: all {max_pool_size} connections stayed busy for {waited:?}"
+    )]
+    PoolExhausted {
+        /// The pool's cluster, password redacted.
+        cluster: String,
+        /// Its size.
+        max_pool_size: u32,
+        /// How long the operation waited.
+        waited: Duration,
+    },
+
+    /// The cluster refused the credentials.
+    #[error("authentication to {cluster} failed: {source}")]
+    Authentication {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
     /// The manager was closed by [`PolyMongo::close_all`](crate::PolyMongo::close_all); it hands
     /// out no new work.
     #[error("polymongo is closed: no new operations are accepted")]
@@ -159,6 +182,10 @@ pub enum ErrorKind {
     Timeout,
     /// See [`Error::Saturated`].
     Saturated,
+    /// See [`Error::PoolExhausted`].
+    PoolExhausted,
+    /// See [`Error::Authentication`].
+    Authentication,
     /// See [`Error::Closed`].
     Closed,
     /// See [`Error::CrossPool`] and [`Error::TransactionsUnsupported`].
@@ -182,6 +209,8 @@ impl Error {
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Saturated { .. } => ErrorKind::Saturated,
+            Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            Error::Authentication { .. } => ErrorKind::Authentication,
             Error::Closed => ErrorKind::Closed,
             Error::CrossPool { .. } | Error::TransactionsUnsupported { .. } => {
                 ErrorKind::Transaction
@@ -198,12 +227,13 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connection { .. } | Error::Timeout { .. } | Error::Saturated { .. } => true,
-            Error::Io { .. } => true,
+            Error::Io { .. } | Error::PoolExhausted { .. } => true,
             Error::Driver(e) => driver_is_retryable(e),
             Error::Config { .. }
             | Error::DbConfig { .. }
             | Error::InvalidName { .. }
             | Error::Closed
+            | Error::Authentication { .. }
             | Error::CrossPool { .. }
             | Error::TransactionsUnsupported { .. }
             | Error::Dump { .. }
@@ -215,7 +245,7 @@ impl Error {
     /// The driver's error, when this error came from the driver.
     pub fn driver_error(&self) -> Option<&mongodb::error::Error> {
         match self {
-            Error::Connection { source, .. } => Some(source),
+            Error::Connection { source, .. } | Error::Authentication { source, .. } => Some(source),
             Error::Driver(e) => Some(e),
             _ => None,
         }
@@ -223,6 +253,12 @@ impl Error {
 
     /// Classifies a driver error met while talking to `cluster` (already redacted).
     pub(crate) fn from_driver(source: mongodb::error::Error, cluster: &str) -> Self {
+        if matches!(*source.kind, DriverKind::Authentication { .. }) {
+            return Error::Authentication {
+                cluster: cluster.to_owned(),
+                source,
+            };
+        }
         if driver_is_unreachable(&source) {
             Error::Connection {
                 cluster: cluster.to_owned(),
@@ -241,7 +277,9 @@ impl Error {
 impl From<Error> for mongodb::error::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::Driver(source) | Error::Connection { source, .. } => source,
+            Error::Driver(source)
+            | Error::Connection { source, .. }
+            | Error::Authentication { source, .. } => source,
             other => mongodb::error::Error::custom(crate::transaction::Carried::new(other)),
         }
     }

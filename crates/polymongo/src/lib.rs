@@ -60,6 +60,8 @@ mod reaper;
 mod redact;
 mod routing;
 mod scale;
+#[cfg(unix)]
+mod shutdown;
 mod stats;
 mod transaction;
 mod usage;
@@ -83,6 +85,8 @@ pub use reaper::IDLE_CLOSE_GRACE;
 pub use redact::redact_uri;
 pub use routing::QueueStats;
 pub use scale::Scale;
+#[cfg(unix)]
+pub use shutdown::{ShutdownSignal, SignalShutdown};
 pub use stats::{
     CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
     MAX_LISTED_DATABASES,

@@ -379,13 +379,24 @@ impl<T: Send + Sync> DbHandle<T> {
     /// # Ok(()) }
     /// ```
     ///
+    /// With the `wait_queue_timeout` option, the operation first waits at most that long for
+    /// one of its pool's connections to be free.
+    ///
+    /// An operation running through `run` counts as work in flight:
+    /// [`close_all`](crate::PolyMongo::close_all) lets it finish (up to its deadline), and a
+    /// `run` started after the close began is refused with [`Error::Closed`](crate::Error::Closed).
+    ///
     /// # Errors
     /// The operation's driver error as [`Error::Driver`](crate::Error::Driver) (retryable
-    /// labels kept, credentials removed).
+    /// labels kept, credentials removed), [`Error::PoolExhausted`](crate::Error::PoolExhausted)
+    /// when the pool stayed busy for `wait_queue_timeout`.
     pub async fn run<'a, A, R>(&'a self, op: impl FnOnce(&'a Collection<T>) -> A) -> Result<R>
     where
         A: IntoFuture<Output = mongodb::error::Result<R>>,
     {
+        // Counted in flight, so a graceful close lets it finish (and refused once a close
+        // has begun).
+        let _in_flight = self.slot.pool.begin_operation()?;
         let command = usage::command_index::<A>();
         let span = tracing::debug_span!(
             "polymongo.op",
@@ -400,6 +411,17 @@ impl<T: Send + Sync> DbHandle<T> {
                 failed: false,
             }),
             _ => None,
+        };
+        // Held for the operation: with `wait_queue_timeout` on, a busy pool makes this wait
+        // at most that long (the driver's own queue has no bound).
+        let _connection = match self.slot.pool.connection_slot().await {
+            Ok(permit) => permit,
+            Err(e) => {
+                if let Some(c) = &mut counted {
+                    c.failed = true;
+                }
+                return Err(e);
+            }
         };
         let result = op(&self.collection)
             .into_future()

@@ -47,6 +47,8 @@ struct Inner {
     router: Router,
     models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
     closing: tokio::sync::Mutex<()>,
+    /// Set by `force_close_all`: every graceful wait of a close in progress ends now.
+    force: watch::Sender<bool>,
     env: PoolEnv,
     hooks: Arc<Registry>,
     stop_reaper: watch::Sender<bool>,
@@ -113,6 +115,7 @@ impl PolyMongo {
             live_clients: Arc::new(AtomicUsize::new(0)),
             signals,
             watches: Arc::default(),
+            wait_queue_timeout: options.wait_queue_timeout,
             usage: (options.usage_analytics != UsageAnalytics::Off).then(|| {
                 Arc::new(Usage::new(
                     options.max_tracked_databases,
@@ -140,6 +143,7 @@ impl PolyMongo {
             router,
             models: DashMap::new(),
             closing: tokio::sync::Mutex::new(()),
+            force: watch::channel(false).0,
             env,
             hooks: {
                 let registry = Arc::new(Registry::default());
@@ -253,6 +257,11 @@ impl PolyMongo {
 
     pub(crate) fn usage(&self) -> Option<&Arc<Usage>> {
         self.inner.env.usage.as_ref()
+    }
+
+    /// The runtime the manager was built on.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.inner.env.runtime
     }
 
     pub(crate) fn watches(&self) -> &Arc<Watches> {
@@ -379,6 +388,15 @@ impl PolyMongo {
         self.inner.router.is_closed()
     }
 
+    /// Closes every pool now, without waiting for operations, cursors or sessions in use
+    /// (they fail). A graceful [`close_all`](Self::close_all) already running stops waiting
+    /// at once and reports the pools it cut as `pools_forced`; this call then reports
+    /// `already_closed`. Idempotent and safe to race with `close_all`.
+    pub async fn force_close_all(&self) -> CloseReport {
+        self.inner.force.send_replace(true);
+        self.close_all(Duration::ZERO).await
+    }
+
     /// Closes every pool, gracefully: new work is refused at once with [`Error::Closed`],
     /// cursors and sessions in use get up to `deadline` to finish, then the pools are shut
     /// down without waiting. Idempotent and safe to call concurrently: the first call does the
@@ -426,8 +444,14 @@ impl PolyMongo {
             change_streams_closed: streams,
             ..CloseReport::default()
         };
-        for (pool, client) in taken {
-            match pool.finish_close(client, deadline).await {
+        // All pools wait at once, so the whole close takes at most `deadline`.
+        let outcomes = futures_util::future::join_all(taken.into_iter().map(|(pool, client)| {
+            let force = self.inner.force.subscribe();
+            async move { pool.finish_close(client, deadline, force).await }
+        }))
+        .await;
+        for outcome in outcomes {
+            match outcome {
                 Shutdown::NotOpen => {}
                 Shutdown::Graceful => report.pools_closed += 1,
                 Shutdown::Forced => {

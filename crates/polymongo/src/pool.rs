@@ -17,6 +17,7 @@ use mongodb::options::{ClientOptions, ServerAddress};
 use mongodb::Client;
 use serde::Serialize;
 use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::change_stream::Watches;
 use crate::error::{Error, Result};
@@ -147,6 +148,8 @@ pub(crate) struct PoolEnv {
     pub(crate) usage: Option<Arc<Usage>>,
     /// The manager's open change streams.
     pub(crate) watches: Arc<Watches>,
+    /// The `wait_queue_timeout` option.
+    pub(crate) wait_queue_timeout: Option<Duration>,
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
@@ -195,6 +198,14 @@ pub(crate) struct ClusterPool {
     counters: Arc<Counters>,
     usage: Option<Arc<Usage>>,
     watches: Arc<Watches>,
+    /// One permit per connection of the pool, taken by `DbHandle::run` when the
+    /// `wait_queue_timeout` bound is on (replaced when the pool is resized).
+    connection_slots: std::sync::RwLock<Arc<Semaphore>>,
+    wait_queue_timeout: Option<Duration>,
+    /// Operations running through `DbHandle::run` now; a graceful close waits for them.
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` falls to zero.
+    drained: tokio::sync::Notify,
     live_clients: Arc<AtomicUsize>,
     runtime: Handle,
     /// Idle time after which the reaper closes the pool, in ms; 0: never (not `auto_close`).
@@ -226,6 +237,7 @@ impl ClusterPool {
         ttl: Option<Duration>,
     ) -> Self {
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let size = pool_size(&options);
         let health = Arc::new(Health {
             phase: AtomicU8::new(PHASE_IDLE),
             available: Mutex::new(HashSet::new()),
@@ -252,6 +264,10 @@ impl ClusterPool {
             health,
             usage: env.usage.clone(),
             watches: Arc::clone(&env.watches),
+            connection_slots: std::sync::RwLock::new(Arc::new(Semaphore::new(size))),
+            wait_queue_timeout: env.wait_queue_timeout,
+            in_flight: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
             live_clients: Arc::clone(&env.live_clients),
             runtime: env.runtime.clone(),
             ttl_ms: AtomicU64::new(ttl_millis(ttl)),
@@ -274,6 +290,65 @@ impl ClusterPool {
             message,
             at: SystemTime::now(),
         }));
+    }
+
+    /// The pool's size as its next client is made.
+    fn pool_size(&self) -> usize {
+        pool_size(&self.slot().options)
+    }
+
+    /// With `wait_queue_timeout` on, waits up to it for one of the pool's connections to be
+    /// free and holds it for the caller; `None` when the bound is off.
+    pub(crate) async fn connection_slot(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(wait) = self.wait_queue_timeout else {
+            return Ok(None);
+        };
+        let slots = Arc::clone(
+            &self
+                .connection_slots
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let started = Instant::now();
+        match tokio::time::timeout(wait, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                tracing::debug!(cluster = %self.label, ?wait, "no connection came free in time");
+                Err(Error::PoolExhausted {
+                    cluster: self.label.clone(),
+                    max_pool_size: self.pool_size() as u32,
+                    waited: started.elapsed(),
+                })
+            }
+        }
+    }
+
+    /// Counts one operation in flight until the returned guard drops; refused with
+    /// [`Error::Closed`] once the pool has begun closing (new work), so a graceful close can
+    /// wait for exactly the operations that started before it.
+    pub(crate) fn begin_operation(self: &Arc<Self>) -> Result<InFlight> {
+        // SeqCst on both sides (here and in `begin_close` + `drain`): either the close sees
+        // this operation, or this check sees the close.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight {
+            pool: Arc::clone(self),
+        };
+        if self.health.phase.load(Ordering::SeqCst) >= PHASE_CLOSING {
+            return Err(Error::Closed);
+        }
+        Ok(guard)
+    }
+
+    /// Waits until no operation is in flight.
+    async fn drain(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The manager's registry of change streams.
@@ -350,6 +425,13 @@ impl ClusterPool {
     /// Options for the next client; the open one (if any) keeps its own until it is closed.
     /// The idle time applies at once.
     pub(crate) fn reconfigure(&self, options: ClientOptions, ttl: Option<Duration>) {
+        let size = pool_size(&options);
+        if self.pool_size() != size {
+            *self
+                .connection_slots
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Arc::new(Semaphore::new(size));
+        }
         self.slot().options = options;
         self.ttl_ms.store(ttl_millis(ttl), Ordering::Release);
     }
@@ -457,21 +539,39 @@ impl ClusterPool {
         let mut slot = self.slot();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.health.client_taken(PHASE_CLOSING);
+        // Pairs with `begin_operation`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         slot.gauges = None;
         slot.client.take()
     }
 
-    /// Second half of closing: waits up to `deadline` for the client's cursors and sessions,
-    /// then shuts it down without waiting.
-    pub(crate) async fn finish_close(&self, taken: Option<Client>, deadline: Duration) -> Shutdown {
+    /// Second half of closing: waits up to `deadline` for the operations in flight, then for
+    /// the client's cursors and sessions, then shuts it down without waiting.
+    pub(crate) async fn finish_close(
+        &self,
+        taken: Option<Client>,
+        deadline: Duration,
+        mut force: tokio::sync::watch::Receiver<bool>,
+    ) -> Shutdown {
         let outcome = match taken {
             None => Shutdown::NotOpen,
             Some(client) => {
-                let graceful = tokio::time::timeout(deadline, client.clone().shutdown()).await;
-                let outcome = if graceful.is_ok() {
+                let graceful = tokio::select! {
+                    done = tokio::time::timeout(deadline, async {
+                        self.drain().await;
+                        client.clone().shutdown().await;
+                    }) => done.is_ok(),
+                    _ = async {
+                        // A sender gone (the manager dropped) never forces.
+                        if force.wait_for(|forced| *forced).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => false,
+                };
+                let outcome = if graceful {
                     Shutdown::Graceful
                 } else {
-                    tracing::warn!(cluster = %self.label, ?deadline, "pool still busy at the deadline; closing it without waiting");
+                    tracing::warn!(cluster = %self.label, ?deadline, "pool still busy at the deadline (or forced); closing it without waiting");
                     client.shutdown().immediate(true).await;
                     Shutdown::Forced
                 };
@@ -485,6 +585,24 @@ impl ClusterPool {
         }
         outcome
     }
+}
+
+/// One operation in flight on a pool (see [`ClusterPool::begin_operation`]).
+pub(crate) struct InFlight {
+    pool: Arc<ClusterPool>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.pool.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.pool.drained.notify_waiters();
+        }
+    }
+}
+
+/// The driver's pool size for `options` (its default is 10).
+fn pool_size(options: &ClientOptions) -> usize {
+    options.max_pool_size.map_or(10, |n| n as usize)
 }
 
 fn ttl_millis(ttl: Option<Duration>) -> u64 {
@@ -530,6 +648,7 @@ mod tests {
             signals,
             usage: None,
             watches: Arc::default(),
+            wait_queue_timeout: None,
         };
         let pool = ClusterPool::new("test".into(), PoolKind::Shared, opts, &env, None);
         assert_eq!(pool.state(), ConnectionState::Disconnected);
@@ -548,14 +667,26 @@ mod tests {
         );
         assert!(matches!(pool.client(), Err(Error::Closed)));
         assert_eq!(pool.state(), ConnectionState::Disconnecting);
-        let outcome = pool.finish_close(taken, Duration::from_secs(5)).await;
+        let outcome = pool
+            .finish_close(
+                taken,
+                Duration::from_secs(5),
+                tokio::sync::watch::channel(false).1,
+            )
+            .await;
         assert_eq!(outcome, Shutdown::Graceful);
         assert_eq!(live.load(Ordering::Acquire), 0);
         assert_eq!(pool.state(), ConnectionState::Disconnected);
         assert!(matches!(pool.client(), Err(Error::Closed)));
 
         let again = pool.begin_close();
-        let outcome = pool.finish_close(again, Duration::from_secs(5)).await;
+        let outcome = pool
+            .finish_close(
+                again,
+                Duration::from_secs(5),
+                tokio::sync::watch::channel(false).1,
+            )
+            .await;
         assert_eq!(outcome, Shutdown::NotOpen);
     }
 }
