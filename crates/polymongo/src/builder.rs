@@ -85,9 +85,16 @@ impl PolyMongoBuilder {
         self
     }
 
-    /// Connect retry: `attempts` in all (at least 1), `interval` between them. Default 3 × 1 s.
+    /// Connect retry: `attempts` in all (at least 1), `interval` after the first failure,
+    /// doubling after each further one (at most 30 s). Default 3 attempts from 1 s.
     pub fn retry(mut self, attempts: u32, interval: Duration) -> Self {
-        self.options.retry = RetryOptions { attempts, interval };
+        self.options.retry = RetryOptions::new(attempts, interval);
+        self
+    }
+
+    /// Connect retry with every setting: see [`RetryOptions`].
+    pub fn retry_options(mut self, retry: RetryOptions) -> Self {
+        self.options.retry = retry;
         self
     }
 

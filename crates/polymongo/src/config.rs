@@ -95,15 +95,24 @@ pub struct Options {
     pub wait_queue_timeout: Option<Duration>,
 }
 
-/// Retry of the first connection, as the npm package's `retry` option.
+/// Retry of the first connection (`connect`, `ping`), as the npm package's `retry` option,
+/// with back-off: the pause after attempt *k* is `interval × backoff^(k-1)`, at most
+/// `max_interval`. Each failed attempt is logged and reported to the `on_error` hooks.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryOptions {
     /// Attempts in all, the first included. At least 1. Default 3.
     pub attempts: u32,
-    /// Pause between attempts. Default 1 s.
+    /// Pause after the first failed attempt. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Factor the pause grows by after each further failure; 1 keeps it fixed (the npm
+    /// package's behaviour). At least 1. Default 2.
+    pub backoff: u32,
+    /// Longest pause. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
 }
 
 impl Default for RetryOptions {
@@ -111,7 +120,45 @@ impl Default for RetryOptions {
         Self {
             attempts: 3,
             interval: Duration::from_secs(1),
+            backoff: 2,
+            max_interval: Duration::from_secs(30),
         }
+    }
+}
+
+impl RetryOptions {
+    /// `attempts` in all with `interval` after the first failure, the other settings default.
+    pub fn new(attempts: u32, interval: Duration) -> Self {
+        Self {
+            attempts,
+            interval,
+            ..Self::default()
+        }
+    }
+
+    /// With this back-off factor (1: a fixed interval).
+    pub fn backoff(mut self, factor: u32) -> Self {
+        self.backoff = factor;
+        self
+    }
+
+    /// With this longest pause.
+    pub fn max_interval(mut self, max: Duration) -> Self {
+        self.max_interval = max;
+        self
+    }
+
+    /// The pause after failed attempt `attempt` (1-based).
+    pub(crate) fn pause_after(&self, attempt: u32) -> Duration {
+        let factor = self
+            .backoff
+            .max(1)
+            .checked_pow(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.interval
+            .checked_mul(factor)
+            .unwrap_or(self.max_interval)
+            .min(self.max_interval)
     }
 }
 
@@ -231,6 +278,9 @@ impl Options {
         }
         if self.retry.attempts == 0 {
             return Err(config("retry.attempts", "must be at least 1"));
+        }
+        if self.retry.backoff == 0 {
+            return Err(config("retry.backoff", "must be at least 1"));
         }
         Ok(())
     }
@@ -389,10 +439,7 @@ mod tests {
             ),
             (
                 Options {
-                    retry: RetryOptions {
-                        attempts: 0,
-                        interval: Duration::ZERO,
-                    },
+                    retry: RetryOptions::new(0, Duration::ZERO),
                     ..base.clone()
                 },
                 "retry.attempts",
@@ -424,6 +471,17 @@ mod tests {
         assert!(o.cold_start);
         let err = toml::from_str::<Options>("uri = \"mongodb://h\"\nmax_pool = 3\n").unwrap_err();
         assert!(err.to_string().contains("max_pool"), "{err}");
+    }
+
+    #[test]
+    fn retry_pauses_grow_by_the_backoff_up_to_the_cap() {
+        let r = RetryOptions::new(6, Duration::from_millis(100))
+            .max_interval(Duration::from_millis(500));
+        let pauses: Vec<u128> = (1..=5).map(|a| r.pause_after(a).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500]);
+        let fixed = r.backoff(1);
+        assert_eq!(fixed.pause_after(4), Duration::from_millis(100));
+        assert_eq!(r.pause_after(u32::MAX), Duration::from_millis(500));
     }
 
     #[test]

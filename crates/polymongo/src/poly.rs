@@ -365,8 +365,16 @@ impl PolyMongo {
                         slot.pool.report_error(Some(name), err.to_string());
                         return Err(err);
                     }
-                    tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, "ping failed; retrying");
-                    tokio::time::sleep(retry.interval).await;
+                    let pause = retry.pause_after(attempt);
+                    tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, ?pause, "ping failed; retrying");
+                    slot.pool.report_error(
+                        Some(name),
+                        format!(
+                            "attempt {attempt} of {} failed, retrying in {pause:?}: {err}",
+                            retry.attempts
+                        ),
+                    );
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
             }

@@ -344,3 +344,57 @@ async fn sigterm_closes_gracefully_and_exits_with_143() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connect_retries_with_back_off_and_reports_every_attempt() {
+    // A port with nothing listening on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let poly = PolyMongo::builder()
+        .uri(format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
+        .server_selection_timeout(Duration::from_millis(100))
+        .retry_options(polymongo::RetryOptions::new(3, Duration::from_millis(50)))
+        .build()
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _hook = {
+        let seen = Arc::clone(&seen);
+        poly.on_error(move |e| seen.lock().unwrap().push(e.message.clone()))
+    };
+    let started = Instant::now();
+    let err = poly.connect().await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    // Pauses of 50 ms then 100 ms (doubling) came between the three attempts.
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    // Each attempt is reported (the monitor's own "unreachable" events come too).
+    let attempts = common::eventually("the three attempts' error events", HANG, || async {
+        let m: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains("attempt ") || m.starts_with("cannot reach cluster"))
+            .cloned()
+            .collect();
+        (m.len() >= 3).then_some(m)
+    })
+    .await;
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(
+        attempts[0].starts_with("attempt 1 of 3 failed, retrying in 50ms"),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[1].starts_with("attempt 2 of 3 failed, retrying in 100ms"),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[2].starts_with("cannot reach cluster"),
+        "{attempts:?}"
+    );
+}
