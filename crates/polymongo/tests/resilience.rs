@@ -398,3 +398,27 @@ async fn connect_retries_with_back_off_and_reports_every_attempt() {
         "{attempts:?}"
     );
 }
+
+/// nx-27017 does not speak SCRAM, so any credentials fail there (the driver reports "SCRAM
+/// failure: invalid server response"); a real server refusing a password gives the same kind.
+#[tokio::test]
+async fn refused_credentials_are_an_authentication_error() {
+    let server = common::server().await;
+    let uri = server
+        .uri()
+        .replacen("mongodb://", "mongodb://nobody:Wr0ngPass@", 1);
+    let poly = PolyMongo::builder()
+        .uri(uri)
+        .retry(3, Duration::from_millis(10))
+        .build()
+        .await
+        .unwrap();
+    let err = poly.connect().await.unwrap_err();
+    assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
+    assert_eq!(err.kind(), polymongo::ErrorKind::Authentication);
+    assert!(
+        !err.is_retryable(),
+        "credentials do not get better by retrying"
+    );
+    assert!(!format!("{err} {err:?}").contains("Wr0ngPass"), "{err:?}");
+}
