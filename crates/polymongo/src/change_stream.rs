@@ -278,6 +278,26 @@ impl PolyMongo {
         ManagedStream::open(open, Scope::Database(name.to_owned()), &slot.pool, lease).await
     }
 
+    /// A managed change stream on collection `collection` of database `db`, without a model
+    /// (events carry documents); registered under `db` like
+    /// [`DbHandle::watch`](crate::DbHandle::watch).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`], or the driver's error.
+    pub async fn watch_collection(
+        &self,
+        db: &str,
+        collection: &str,
+        pipeline: impl IntoIterator<Item = Document>,
+        options: impl Into<Option<ChangeStreamOptions>>,
+    ) -> Result<ManagedStream<ChangeStreamEvent<Document>>> {
+        crate::name::validate_collection_name(collection)?;
+        let (slot, lease) = self.leased_slot(db)?;
+        let coll = slot.database.collection::<Document>(collection);
+        let open = coll.watch().pipeline(pipeline).with_options(options);
+        ManagedStream::open(open, Scope::Database(db.to_owned()), &slot.pool, lease).await
+    }
+
     /// A managed change stream on every database of the main cluster (the `uri` option).
     /// Not closed by [`close_db_streams`](Self::close_db_streams); closed by
     /// [`close_all_watches`](Self::close_all_watches) and [`close_all`](Self::close_all).

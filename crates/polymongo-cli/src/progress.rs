@@ -1,0 +1,69 @@
+//! Progress bars for export, import and copy: on stderr, only when it is a terminal.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+
+/// A bar (on a terminal) plus the last figures seen, which Ctrl-C reports.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    documents: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// A bar counting documents up to `total` (when known), shown only if stderr is a
+    /// terminal and `quiet` is off.
+    pub fn new(what: &str, total: Option<u64>, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = match total {
+                Some(n) => ProgressBar::new(n),
+                None => ProgressBar::new_spinner(),
+            };
+            let template = if total.is_some() {
+                "{prefix} [{bar:30}] {human_pos}/{human_len} docs {per_sec} eta {eta} {msg}"
+            } else {
+                "{prefix} {spinner} {human_pos} docs {per_sec} {msg}"
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(what.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            documents: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The library's progress callback for this bar.
+    pub fn callback(&self) -> impl Fn(polymongo::bulk::Progress) + Send + Sync + 'static {
+        let (bar, documents) = (self.bar.clone(), Arc::clone(&self.documents));
+        move |p| {
+            documents.store(p.documents, Ordering::Relaxed);
+            if let Some(bar) = &bar {
+                bar.set_position(p.documents);
+                if p.bytes > 0 {
+                    bar.set_message(HumanBytes(p.bytes).to_string());
+                }
+            }
+        }
+    }
+
+    /// Documents reported so far.
+    pub fn documents(&self) -> u64 {
+        self.documents.load(Ordering::Relaxed)
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
