@@ -89,7 +89,18 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> i32 {
         Command::Dbs => dbs(g, poly).await,
         Command::Stats { db } => stats(g, poly, db).await,
         Command::Top { interval, once } => top(g, poly, interval, once).await,
-        Command::Export { db, output, gzip } => export(g, poly, &db, output, gzip).await,
+        Command::Export {
+            db,
+            output,
+            gzip,
+            batch_size,
+        } => {
+            let mut options = ExportOptions::default().gzip(gzip);
+            if let Some(n) = batch_size {
+                options = options.batch_size(n);
+            }
+            export(g, poly, &db, output, options).await
+        }
         Command::Import {
             db,
             input,
@@ -235,7 +246,8 @@ fn human_bytes(n: i64) -> String {
 #[derive(Debug, Serialize)]
 struct TopSnapshot {
     connections: i64,
-    operations_per_second: Vec<(String, f64)>,
+    /// `None` when the server reports no `opcounters`.
+    operations_per_second: Option<Vec<(String, f64)>>,
     databases: Vec<(String, i64)>,
 }
 
@@ -261,26 +273,27 @@ async fn top(g: &Global, poly: &PolyMongo, interval: u64, once: bool) -> i32 {
             Ok(s) => s,
             Err(e) => return fail(&Error::from(e)),
         };
-        let counters = status
-            .get_document("opcounters")
-            .cloned()
-            .unwrap_or_default();
-        let rates = match &previous {
-            Some((at, before)) => {
+        let counters = status.get_document("opcounters").ok().cloned();
+        let rates = match (&counters, &previous) {
+            (None, _) => None,
+            (Some(now), Some((at, before))) => {
                 let secs = at.elapsed().as_secs_f64().max(1e-3);
-                counters
-                    .keys()
-                    .map(|k| {
-                        (
-                            k.clone(),
-                            (number(&counters, k) - number(before, k)) as f64 / secs,
-                        )
-                    })
-                    .collect()
+                Some(
+                    now.keys()
+                        .map(|k| {
+                            (
+                                k.clone(),
+                                (number(now, k) - number(before, k)) as f64 / secs,
+                            )
+                        })
+                        .collect(),
+                )
             }
-            None => Vec::new(),
+            (Some(_), None) => Some(Vec::new()),
         };
-        previous = Some((Instant::now(), counters));
+        if let Some(counters) = counters {
+            previous = Some((Instant::now(), counters));
+        }
         let mut databases: Vec<(String, i64)> = match poly.stats().list_databases().await {
             Ok(list) => list.into_iter().map(|d| (d.name, d.size_on_disk)).collect(),
             Err(e) => return fail(&e),
@@ -328,14 +341,16 @@ fn render_top(s: &TopSnapshot, live: bool) {
         "polymongo top — server connections: {}\n\n",
         s.connections
     ));
-    if s.operations_per_second.is_empty() {
-        out.push_str("operations/s: (measuring…)\n");
-    } else {
-        out.push_str("operations/s:");
-        for (name, rate) in &s.operations_per_second {
-            out.push_str(&format!("  {name} {rate:.1}"));
+    match &s.operations_per_second {
+        None => out.push_str("operations/s: n/a (the server reports no opcounters)\n"),
+        Some(rates) if rates.is_empty() => out.push_str("operations/s: (measuring…)\n"),
+        Some(rates) => {
+            out.push_str("operations/s:");
+            for (name, rate) in rates {
+                out.push_str(&format!("  {name} {rate:.1}"));
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
     out.push_str(&format!("\n{:40} {:>12}\n", "database", "size"));
     for (name, size) in &s.databases {
@@ -366,12 +381,10 @@ async fn export(
     poly: &PolyMongo,
     db: &str,
     output: Option<std::path::PathBuf>,
-    gzip: bool,
+    options: ExportOptions,
 ) -> i32 {
     let progress = Progress::new("export", estimate(poly, db).await, g.quiet);
-    let options = ExportOptions::default()
-        .gzip(gzip)
-        .progress(progress.callback());
+    let options = options.progress(progress.callback());
     let bulk = poly.bulk();
     let result = match &output {
         Some(path) => {

@@ -90,6 +90,9 @@ enum Command {
         /// Compress with gzip.
         #[arg(long)]
         gzip: bool,
+        /// Documents per cursor batch (default: the server's).
+        #[arg(long)]
+        batch_size: Option<u32>,
     },
     /// Read a dump (plain or gzip) into a database.
     Import {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressState, ProgressStyle};
 
 /// A bar (on a terminal) plus the last figures seen, which Ctrl-C reports.
 #[derive(Clone)]
@@ -24,12 +24,21 @@ impl Progress {
                 None => ProgressBar::new_spinner(),
             };
             let template = if total.is_some() {
-                "{prefix} [{bar:30}] {human_pos}/{human_len} docs {per_sec} eta {eta} {msg}"
+                "{prefix} [{bar:30}] {human_pos}/{human_len} docs {rate} eta {eta} {msg}"
             } else {
-                "{prefix} {spinner} {human_pos} docs {per_sec} {msg}"
+                "{prefix} {spinner} {human_pos} docs {rate} {msg}"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
+                bar.set_style(
+                    style
+                        .with_key(
+                            "rate",
+                            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = write!(w, "{:.0} docs/s", state.per_sec());
+                            },
+                        )
+                        .progress_chars("=> "),
+                );
             }
             bar.set_prefix(what.to_owned());
             bar.enable_steady_tick(Duration::from_millis(200));

@@ -15,6 +15,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+/// Documents between two progress reports when chunks fill slowly.
+const PROGRESS_EVERY: u64 = 500;
+
 impl Bulk<'_> {
     /// The whole database `db` in memory: collections with their options and indexes, and
     /// every document.
@@ -111,8 +114,13 @@ impl Bulk<'_> {
                     format::encode_document(document, &mut buf);
                     collection.documents += 1;
                     report.documents += 1;
-                    if buf.len() >= WRITE_CHUNK {
+                    let flushed = buf.len() >= WRITE_CHUNK;
+                    if flushed {
                         flush(out, &mut buf, &mut report.bytes).await?;
+                    }
+                    // Small documents fill a chunk slowly: report at least every
+                    // `PROGRESS_EVERY` documents too.
+                    if flushed || report.documents.is_multiple_of(PROGRESS_EVERY) {
                         if let Some(p) = &options.progress {
                             p(Progress {
                                 documents: report.documents,

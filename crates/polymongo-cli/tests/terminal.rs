@@ -1,0 +1,272 @@
+//! The binary in a real terminal (tmux): the progress bar of an export and the `top` screen,
+//! captured from the pane; and Ctrl-C during an import, which reports what was written.
+//!
+//! The export is slowed by the test kit's fault proxy (latency on every round trip) so the bar
+//! is on screen long enough to be captured. Skipped, with its reason, when tmux is absent.
+//! To watch by hand:
+//! `tmux new-session 'polymongo --uri … export big --batch-size 10 -o /tmp/big.ndjson'`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use polymongo::mongodb::bson::{doc, Document};
+use polymongo::mongodb::Client;
+use polymongo_testkit::{FaultProxy, TestServer};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polymongo");
+const HANG: Duration = Duration::from_secs(60);
+
+fn tmux_available() -> bool {
+    std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A tmux session of its own (own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Self {
+        let socket = format!("polymongo-test-{}-{}", std::process::id(), rand_suffix());
+        let status = std::process::Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "140",
+                "-y",
+                "30",
+                command,
+            ])
+            .status()
+            .expect("tmux");
+        assert!(status.success());
+        Self { socket }
+    }
+
+    fn capture(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("capture");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `what` is on it.
+    async fn wait_for(&self, what: impl Fn(&str) -> bool) -> String {
+        let until = tokio::time::Instant::now() + HANG;
+        loop {
+            let screen = self.capture();
+            if what(&screen) {
+                return screen;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "never on screen; last:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish()
+}
+
+async fn seeded(n: i32) -> (TestServer, Client) {
+    let server = TestServer::start().await.expect("server");
+    let raw = Client::with_uri_str(server.uri()).await.unwrap();
+    raw.database("term")
+        .collection::<Document>("items")
+        .insert_many((0..n).map(|i| doc! { "_id": i, "v": format!("value {i}") }))
+        .await
+        .unwrap();
+    (server, raw)
+}
+
+#[tokio::test]
+async fn the_export_progress_bar_and_top_render_in_a_terminal() {
+    if !tmux_available() {
+        eprintln!("skipped: tmux is not installed, so there is no terminal to render in");
+        return;
+    }
+    let (server, raw) = seeded(2_000).await;
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
+        .await
+        .unwrap();
+    proxy.set_latency(Duration::from_millis(25));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("term.ndjson");
+    let uri = proxy.uri_for(server.uri());
+    let tmux = Tmux::start(&format!(
+        "{BIN} --uri '{uri}' export term --batch-size 10 -o {}; sleep 30",
+        out.display()
+    ));
+    // The bar, part way: prefix, bar, a position short of the estimated total, rate, ETA.
+    let screen = tmux
+        .wait_for(|s| {
+            s.lines().any(|l| {
+                l.contains("export [")
+                    && l.contains("/2,000 docs")
+                    && !l.contains("] 0/")
+                    && !l.contains("] 2,000/")
+            })
+        })
+        .await;
+    assert!(screen.contains("/s") && screen.contains("eta"), "{screen}");
+    eprintln!("captured:\n{screen}");
+    // Then the summary, the bar cleared.
+    let screen = tmux
+        .wait_for(|s| s.contains("exported 2000 documents"))
+        .await;
+    assert!(
+        !screen.contains("export ["),
+        "the bar is cleared at the end:\n{screen}"
+    );
+    drop(tmux);
+
+    proxy.pass_through();
+    let top = Tmux::start(&format!("{BIN} --uri '{}' top --interval 1", server.uri()));
+    let screen = top
+        .wait_for(|s| s.contains("polymongo top") && s.contains("term"))
+        .await;
+    assert!(screen.contains("server connections:"), "{screen}");
+    eprintln!("captured:\n{screen}");
+    // It refreshes in place: a database created now appears on the same screen.
+    raw.database("term_new")
+        .collection::<Document>("x")
+        .insert_one(doc! { "a": 1 })
+        .await
+        .unwrap();
+    let screen = top.wait_for(|s| s.contains("term_new")).await;
+    assert_eq!(screen.matches("polymongo top").count(), 1, "{screen}");
+}
+
+#[tokio::test]
+async fn ctrl_c_during_an_import_reports_what_was_written() {
+    let (server, raw) = seeded(3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.ndjson");
+    let status = Command::new(BIN)
+        .args([
+            "--uri",
+            server.uri(),
+            "export",
+            "term",
+            "-o",
+            file.to_str().unwrap(),
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    // A slow target, so the import is still running when Ctrl-C comes.
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
+        .await
+        .unwrap();
+    proxy.set_latency(Duration::from_millis(50));
+    let mut child = Command::new(BIN)
+        .args([
+            "--uri",
+            &proxy.uri_for(server.uri()),
+            "import",
+            "term_copy",
+            "-i",
+            file.to_str().unwrap(),
+            "--batch-size",
+            "50",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let items = raw.database("term_copy").collection::<Document>("items");
+    let until = tokio::time::Instant::now() + HANG;
+    loop {
+        // `find` rather than `count`: the collection may not exist yet (nx-27017 quirk).
+        let n = items
+            .find(doc! {})
+            .await
+            .unwrap()
+            .count_documents_hint()
+            .await;
+        if n > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the import never wrote"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .expect("exit")
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let reported: u64 = err
+        .split("interrupted; ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no report in {err:?}"));
+    proxy.pass_through();
+    let stored = items
+        .find(doc! {})
+        .await
+        .unwrap()
+        .count_documents_hint()
+        .await;
+    // Acknowledged writes are all there; at most the one batch in flight may have landed too.
+    assert!(
+        reported <= stored && stored <= reported + 50,
+        "reported {reported}, stored {stored}"
+    );
+    assert!(reported < 3_000, "interrupted before the end");
+}
+
+/// Counting through a cursor (nx-27017 refuses `count` on a missing collection).
+trait CountHint {
+    async fn count_documents_hint(self) -> u64;
+}
+
+impl CountHint for polymongo::mongodb::Cursor<Document> {
+    async fn count_documents_hint(mut self) -> u64 {
+        let mut n = 0;
+        while self.advance().await.unwrap() {
+            n += 1;
+        }
+        n
+    }
+}
