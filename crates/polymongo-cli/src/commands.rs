@@ -441,7 +441,23 @@ async fn import(
     input: Option<std::path::PathBuf>,
     options: ImportOptions,
 ) -> i32 {
-    let progress = Progress::new("import", None, g.quiet);
+    // A file of known size gives a bar with an ETA (by bytes; a gzip file's bytes are
+    // compressed, so its bar is a document count instead).
+    let size = match &input {
+        Some(path) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
+        None => None,
+    };
+    let gzipped = input.as_ref().is_some_and(|p| {
+        use std::io::Read;
+        let mut magic = [0u8; 2];
+        std::fs::File::open(p)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok_and(|()| magic == [0x1f, 0x8b])
+    });
+    let progress = match size {
+        Some(total) if !gzipped => Progress::bytes("import", total, g.quiet),
+        _ => Progress::new("import", None, g.quiet),
+    };
     let options = options.progress(progress.callback());
     let bulk = poly.bulk();
     let result = match &input {

@@ -12,6 +12,9 @@ use indicatif::{HumanBytes, ProgressBar, ProgressState, ProgressStyle};
 pub struct Progress {
     bar: Option<ProgressBar>,
     documents: Arc<AtomicU64>,
+    /// The bar counts bytes of the dump (an import from a file of known size) rather than
+    /// documents.
+    by_bytes: bool,
 }
 
 impl Progress {
@@ -47,18 +50,46 @@ impl Progress {
         Self {
             bar,
             documents: Arc::new(AtomicU64::new(0)),
+            by_bytes: false,
+        }
+    }
+
+    /// A bar over the `total` bytes of a dump being read (rate and ETA by bytes, documents
+    /// in the message), shown only if stderr is a terminal and `quiet` is off.
+    pub fn bytes(what: &str, total: u64, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            let template =
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}";
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(what.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            documents: Arc::new(AtomicU64::new(0)),
+            by_bytes: true,
         }
     }
 
     /// The library's progress callback for this bar.
     pub fn callback(&self) -> impl Fn(polymongo::bulk::Progress) + Send + Sync + 'static {
-        let (bar, documents) = (self.bar.clone(), Arc::clone(&self.documents));
+        let (bar, documents, by_bytes) =
+            (self.bar.clone(), Arc::clone(&self.documents), self.by_bytes);
         move |p| {
             documents.store(p.documents, Ordering::Relaxed);
             if let Some(bar) = &bar {
-                bar.set_position(p.documents);
-                if p.bytes > 0 {
-                    bar.set_message(HumanBytes(p.bytes).to_string());
+                if by_bytes {
+                    bar.set_position(p.bytes);
+                    bar.set_message(format!("{} docs", p.documents));
+                } else {
+                    bar.set_position(p.documents);
+                    if p.bytes > 0 {
+                        bar.set_message(HumanBytes(p.bytes).to_string());
+                    }
                 }
             }
         }

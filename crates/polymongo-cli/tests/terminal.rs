@@ -270,3 +270,51 @@ impl CountHint for polymongo::mongodb::Cursor<Document> {
         n
     }
 }
+
+#[tokio::test]
+async fn the_import_bar_counts_bytes_with_an_eta() {
+    if !tmux_available() {
+        eprintln!("skipped: tmux is not installed, so there is no terminal to render in");
+        return;
+    }
+    let (server, _raw) = seeded(2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.ndjson");
+    let status = Command::new(BIN)
+        .args([
+            "--uri",
+            server.uri(),
+            "export",
+            "term",
+            "-o",
+            file.to_str().unwrap(),
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
+        .await
+        .unwrap();
+    proxy.set_latency(Duration::from_millis(25));
+    let tmux = Tmux::start(&format!(
+        "{BIN} --uri '{}' import term_in -i {} --batch-size 20; sleep 30",
+        proxy.uri_for(server.uri()),
+        file.display()
+    ));
+    let screen = tmux
+        .wait_for(|s| {
+            s.lines().any(|l| {
+                l.contains("import [")
+                    && l.contains("eta")
+                    && l.contains(" docs")
+                    && !l.contains(" 0 docs")
+            })
+        })
+        .await;
+    eprintln!("captured:\n{screen}");
+    let screen = tmux
+        .wait_for(|s| s.contains("2000 documents written"))
+        .await;
+    assert!(!screen.contains("import ["), "{screen}");
+}
