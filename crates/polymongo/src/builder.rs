@@ -92,6 +92,12 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// How often clients check their servers; see [`Options::heartbeat_frequency`].
+    pub fn heartbeat_frequency(mut self, every: Duration) -> Self {
+        self.options.heartbeat_frequency = Some(every);
+        self
+    }
+
     /// Connect retry with every setting: see [`RetryOptions`].
     pub fn retry_options(mut self, retry: RetryOptions) -> Self {
         self.options.retry = retry;

@@ -72,6 +72,12 @@ pub struct Options {
     /// value, else the driver's 10 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// How often each client checks its servers (`heartbeatFrequencyMS`, at least 500 ms).
+    /// The driver has no socket timeout: a connection whose peer stops answering is given up
+    /// when a check fails, after about this plus `connect_timeout`. Default: the URI's value,
+    /// else the driver's 10 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_frequency: Option<Duration>,
     /// Per-database configuration (the npm package's `dbSpecific`), by database name.
     pub databases: BTreeMap<String, DbConfig>,
     /// Most dedicated pools open at once. When one more must open, the least recently used
@@ -94,6 +100,9 @@ pub struct Options {
     #[serde(with = "humantime_serde")]
     pub wait_queue_timeout: Option<Duration>,
 }
+
+/// The shortest `heartbeat_frequency` the driver accepts.
+const MIN_HEARTBEAT_FREQUENCY: Duration = Duration::from_millis(500);
 
 /// Retry of the first connection (`connect`, `ping`), as the npm package's `retry` option,
 /// with back-off: the pause after attempt *k* is `interval × backoff^(k-1)`, at most
@@ -175,6 +184,7 @@ impl Default for Options {
             retry: RetryOptions::default(),
             server_selection_timeout: None,
             connect_timeout: None,
+            heartbeat_frequency: None,
             databases: BTreeMap::new(),
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
             usage_analytics: crate::UsageAnalytics::default(),
@@ -197,6 +207,7 @@ impl fmt::Debug for Options {
             .field("retry", &self.retry)
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat_frequency", &self.heartbeat_frequency)
             .field("databases", &self.databases)
             .field("max_dedicated_pools", &self.max_dedicated_pools)
             .field("usage_analytics", &self.usage_analytics)
@@ -255,6 +266,15 @@ impl Options {
             if value == Some(Duration::ZERO) {
                 return Err(config(field, "must be longer than zero"));
             }
+        }
+        if self
+            .heartbeat_frequency
+            .is_some_and(|f| f < MIN_HEARTBEAT_FREQUENCY)
+        {
+            return Err(config(
+                "heartbeat_frequency",
+                "must be at least 500ms (the driver's minimum)",
+            ));
         }
         if let Some(name) = &self.app_name {
             if name.len() > MAX_APP_NAME_BYTES {
@@ -365,6 +385,9 @@ impl Options {
         if self.server_selection_timeout.is_some() {
             opts.server_selection_timeout = self.server_selection_timeout;
         }
+        if self.heartbeat_frequency.is_some() {
+            opts.heartbeat_freq = self.heartbeat_frequency;
+        }
         if self.connect_timeout.is_some() {
             opts.connect_timeout = self.connect_timeout;
         }
@@ -471,6 +494,16 @@ mod tests {
         assert!(o.cold_start);
         let err = toml::from_str::<Options>("uri = \"mongodb://h\"\nmax_pool = 3\n").unwrap_err();
         assert!(err.to_string().contains("max_pool"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_frequency_below_the_drivers_minimum_is_refused() {
+        let o = Options {
+            heartbeat_frequency: Some(Duration::from_millis(100)),
+            ..opts("mongodb://h")
+        };
+        let e = o.validate().unwrap_err();
+        assert!(e.to_string().contains("heartbeat_frequency"), "{e}");
     }
 
     #[test]

@@ -110,9 +110,9 @@ async fn a_black_holed_network_fails_typed_and_recovers() {
     let proxy = proxy_for(&server).await;
     // The driver has no socket timeout: a black-holed connection is given up when the server
     // monitor's check times out (heartbeat + connect timeout).
-    let uri = format!("{}&heartbeatFrequencyMS=500", proxy.uri_for(server.uri()));
     let poly = PolyMongo::builder()
-        .uri(uri)
+        .uri(proxy.uri_for(server.uri()))
+        .heartbeat_frequency(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
         .server_selection_timeout(Duration::from_secs(1))
         .build()

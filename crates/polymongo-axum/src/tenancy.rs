@@ -1,0 +1,420 @@
+//! The tenant policy: where a request names its tenant, which names are acceptable, and how a
+//! tenant becomes a database name.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::http::request::Parts;
+use axum::http::HeaderName;
+use polymongo::PolyMongo;
+
+use crate::error::{ConfigError, NameProblem, TenantError};
+use crate::source::TenantSource;
+
+/// Databases MongoDB keeps for itself. No request reaches them, whatever the mapping says
+/// (compared case-insensitively: MongoDB refuses database names that differ only in case).
+pub const RESERVED_DATABASES: [&str; 3] = ["admin", "local", "config"];
+
+type MapFn = dyn Fn(&str) -> String + Send + Sync;
+type BoxBool = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+#[derive(Clone)]
+enum Mapping {
+    Identity,
+    Prefix(String),
+    Custom(Arc<MapFn>),
+}
+
+#[derive(Clone)]
+enum Allow {
+    Everyone,
+    Sync(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+    Async(Arc<dyn Fn(String) -> BoxBool + Send + Sync>),
+}
+
+struct Policy {
+    sources: Vec<TenantSource>,
+    mapping: Mapping,
+    allow: Allow,
+    default: Option<String>,
+    strict: bool,
+}
+
+/// A request's tenant, resolved and accepted by the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTenant {
+    /// The tenant as the request named it (lower-cased when it came from a subdomain).
+    pub tenant: Arc<str>,
+    /// The database it maps to.
+    pub database: Arc<str>,
+}
+
+/// The tenant routing of a service: a manager and the policy that turns a request into one of
+/// its databases. Cheap to clone (two `Arc`s); put it in the router's state (or make it
+/// reachable from the state with [`FromRef`](axum::extract::FromRef)) and the
+/// [`Tenant`](crate::Tenant) extractor does the rest.
+///
+/// Resolution, in order:
+/// 1. the sources, in the order added; the first that finds a value decides (none found: the
+///    default tenant, else [`TenantError::Missing`]);
+/// 2. the name's characters: by default ASCII letters, digits, `_` and `-`, starting with a
+///    letter or a digit ([`strict_names`](TenancyBuilder::strict_names));
+/// 3. the mapping (a [`prefix`](TenancyBuilder::prefix) or a [function](TenancyBuilder::map)),
+///    then MongoDB's database name rules on the result;
+/// 4. the reserved databases ([`RESERVED_DATABASES`]): refused as unknown tenants;
+/// 5. the allow-list, if any: refused as unknown tenants.
+#[derive(Clone)]
+pub struct Tenancy {
+    poly: PolyMongo,
+    policy: Arc<Policy>,
+}
+
+impl fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mapping = match &self.policy.mapping {
+            Mapping::Identity => "identity".to_owned(),
+            Mapping::Prefix(p) => format!("prefix {p:?}"),
+            Mapping::Custom(_) => "custom".to_owned(),
+        };
+        f.debug_struct("Tenancy")
+            .field("poly", &self.poly)
+            .field("sources", &self.policy.sources)
+            .field("mapping", &mapping)
+            .field("allow_list", &!matches!(self.policy.allow, Allow::Everyone))
+            .field("default", &self.policy.default)
+            .field("strict_names", &self.policy.strict)
+            .finish()
+    }
+}
+
+/// Builds a [`Tenancy`]; see [`Tenancy::builder`].
+pub struct TenancyBuilder {
+    poly: PolyMongo,
+    policy: Policy,
+}
+
+impl fmt::Debug for TenancyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyBuilder")
+            .field("sources", &self.policy.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenancyBuilder {
+    /// Adds a header source (e.g. `HeaderName::from_static("x-tenant")`).
+    pub fn header(self, name: HeaderName) -> Self {
+        self.source(TenantSource::Header(name))
+    }
+
+    /// Adds a subdomain source: with base `example.com`, host `acme.example.com` names `acme`.
+    pub fn subdomain(self, base: impl Into<String>) -> Self {
+        let base = base.into().trim_start_matches('.').to_owned();
+        self.source(TenantSource::Subdomain { base })
+    }
+
+    /// Adds a path parameter source: `path_param("tenant")` with routes such as
+    /// `/t/{tenant}/notes`.
+    pub fn path_param(self, name: impl Into<String>) -> Self {
+        self.source(TenantSource::PathParam(name.into()))
+    }
+
+    /// Adds the application's own rule, e.g. a claim of a verified token that a middleware put
+    /// in the request's extensions. Returning `None` lets the next source try.
+    pub fn custom(self, f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.source(TenantSource::Custom(Arc::new(f)))
+    }
+
+    /// Adds a source.
+    pub fn source(mut self, source: TenantSource) -> Self {
+        self.policy.sources.push(source);
+        self
+    }
+
+    /// Database name = `prefix` + tenant, e.g. `tenant_` so that no tenant name can address
+    /// another database of the cluster. Replaces a [`map`](Self::map).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.policy.mapping = Mapping::Prefix(prefix.into());
+        self
+    }
+
+    /// Database name = `f(tenant)`. Replaces a [`prefix`](Self::prefix). The result is checked
+    /// against MongoDB's rules and the reserved databases like any other.
+    pub fn map(mut self, f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.policy.mapping = Mapping::Custom(Arc::new(f));
+        self
+    }
+
+    /// Accepts only tenants for which `f(tenant)` is true (the tenant name, before mapping);
+    /// the others are answered 404. Called once per request that names a valid tenant: keep it
+    /// cheap (a set lookup). Replaces an [`allow_async`](Self::allow_async).
+    pub fn allow(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.policy.allow = Allow::Sync(Arc::new(f));
+        self
+    }
+
+    /// Like [`allow`](Self::allow), for a check that awaits (a tenant registry in a database
+    /// or a cache). Replaces an [`allow`](Self::allow).
+    pub fn allow_async<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.policy.allow = Allow::Async(Arc::new(move |t| Box::pin(f(t))));
+        self
+    }
+
+    /// The tenant of a request that names none. Without it such a request is answered 400.
+    /// The default goes through the same checks (checked by [`build`](Self::build)).
+    pub fn default_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.policy.default = Some(tenant.into());
+        self
+    }
+
+    /// Whether tenant names are limited to ASCII letters, digits, `_` and `-`, starting with
+    /// a letter or a digit. Default: true. Off, a name need only make a database name MongoDB
+    /// accepts — which admits look-alike Unicode tenants and names some servers refuse.
+    pub fn strict_names(mut self, strict: bool) -> Self {
+        self.policy.strict = strict;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::NoSource`] without sources and default, [`ConfigError::EmptyBaseDomain`],
+    /// [`ConfigError::InvalidPrefix`] for a prefix with a character MongoDB forbids (or too
+    /// long to leave room for a name), [`ConfigError::InvalidDefault`].
+    pub fn build(self) -> Result<Tenancy, ConfigError> {
+        let policy = &self.policy;
+        if policy.sources.is_empty() && policy.default.is_none() {
+            return Err(ConfigError::NoSource);
+        }
+        for source in &policy.sources {
+            if let TenantSource::Subdomain { base } = source {
+                if base.is_empty() {
+                    return Err(ConfigError::EmptyBaseDomain);
+                }
+            }
+        }
+        if let Mapping::Prefix(prefix) = &policy.mapping {
+            // The prefix followed by a one-character name must be a valid database name.
+            if let Err(polymongo::Error::InvalidName { rule, .. }) =
+                polymongo::validate_database_name(&format!("{prefix}a"))
+            {
+                return Err(ConfigError::InvalidPrefix {
+                    problem: NameProblem::Database(rule),
+                });
+            }
+        }
+        if let Some(default) = &policy.default {
+            if let Err(e) = policy.database_for(default, "default tenant") {
+                return Err(ConfigError::InvalidDefault {
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Tenancy {
+            poly: self.poly,
+            policy: Arc::new(self.policy),
+        })
+    }
+}
+
+impl Policy {
+    /// Steps 2 to 4: characters, mapping, database rules, reserved names.
+    fn database_for(&self, tenant: &str, source: &str) -> Result<String, TenantError> {
+        let invalid = |problem| TenantError::InvalidName {
+            source: source.to_owned(),
+            problem,
+        };
+        if tenant.is_empty() {
+            return Err(invalid(NameProblem::Empty));
+        }
+        if self.strict {
+            if let Some(c) = tenant
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            {
+                return Err(invalid(NameProblem::Character(c)));
+            }
+            if !tenant.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                return Err(invalid(NameProblem::FirstCharacter));
+            }
+        }
+        let database = match &self.mapping {
+            Mapping::Identity => tenant.to_owned(),
+            Mapping::Prefix(p) => format!("{p}{tenant}"),
+            Mapping::Custom(f) => f(tenant),
+        };
+        if let Err(polymongo::Error::InvalidName { rule, .. }) =
+            polymongo::validate_database_name(&database)
+        {
+            return Err(invalid(NameProblem::Database(rule)));
+        }
+        if RESERVED_DATABASES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&database))
+        {
+            tracing::warn!(source, "request for a reserved database refused");
+            return Err(TenantError::Reserved);
+        }
+        Ok(database)
+    }
+
+    async fn allowed(&self, tenant: &str) -> bool {
+        match &self.allow {
+            Allow::Everyone => true,
+            Allow::Sync(f) => f(tenant),
+            Allow::Async(f) => f(tenant.to_owned()).await,
+        }
+    }
+}
+
+impl Tenancy {
+    /// Starts a policy on `poly`. Add at least one source (or a default tenant).
+    ///
+    /// ```
+    /// # async fn f(poly: polymongo::PolyMongo) -> Result<(), polymongo_axum::ConfigError> {
+    /// use axum::http::HeaderName;
+    ///
+    /// let tenancy = polymongo_axum::Tenancy::builder(poly)
+    ///     .header(HeaderName::from_static("x-tenant"))
+    ///     .subdomain("example.com")
+    ///     .prefix("tenant_")
+    ///     .allow(|t| t != "blocked")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(poly: PolyMongo) -> TenancyBuilder {
+        TenancyBuilder {
+            poly,
+            policy: Policy {
+                sources: Vec::new(),
+                mapping: Mapping::Identity,
+                allow: Allow::Everyone,
+                default: None,
+                strict: true,
+            },
+        }
+    }
+
+    /// The manager.
+    pub fn poly(&self) -> &PolyMongo {
+        &self.poly
+    }
+
+    /// Applies the policy to a tenant name given outside a request (a job, an admin tool):
+    /// the database it maps to, if it is accepted.
+    ///
+    /// # Errors
+    /// As the extractor: [`TenantError::InvalidName`], [`TenantError::Reserved`],
+    /// [`TenantError::Unknown`].
+    pub async fn database_for(&self, tenant: &str) -> Result<String, TenantError> {
+        let database = self.policy.database_for(tenant, "tenant name")?;
+        if !self.policy.allowed(tenant).await {
+            return Err(TenantError::Unknown);
+        }
+        Ok(database)
+    }
+
+    /// Resolves the request's tenant. The result is kept in the request's extensions, so
+    /// several extractors in one handler resolve (and ask the allow-list) once.
+    ///
+    /// # Errors
+    /// See [`TenantError`].
+    pub async fn resolve(&self, parts: &mut Parts) -> Result<ResolvedTenant, TenantError> {
+        if let Some(done) = parts.extensions.get::<ResolvedTenant>() {
+            return Ok(done.clone());
+        }
+        let mut found = None;
+        for source in &self.policy.sources {
+            if let Some(value) = source.find(parts).await? {
+                found = Some((value, source.to_string()));
+                break;
+            }
+        }
+        let (tenant, source) = match found {
+            Some(f) => f,
+            None => match &self.policy.default {
+                Some(d) => (d.clone(), "default tenant".to_owned()),
+                None => return Err(TenantError::Missing),
+            },
+        };
+        let database = self.policy.database_for(&tenant, &source)?;
+        if !self.policy.allowed(&tenant).await {
+            return Err(TenantError::Unknown);
+        }
+        let resolved = ResolvedTenant {
+            tenant: tenant.into(),
+            database: database.into(),
+        };
+        parts.extensions.insert(resolved.clone());
+        Ok(resolved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(mapping: Mapping) -> Policy {
+        Policy {
+            sources: Vec::new(),
+            mapping,
+            allow: Allow::Everyone,
+            default: None,
+            strict: true,
+        }
+    }
+
+    #[test]
+    fn strict_names_refuse_punctuation_and_unicode() {
+        let p = policy(Mapping::Identity);
+        for bad in ["a.b", "a b", "café", "_x", "-x", "a$b", "a/b", ""] {
+            assert!(
+                matches!(
+                    p.database_for(bad, "test"),
+                    Err(TenantError::InvalidName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            p.database_for("Acme-1_x", "test").as_deref(),
+            Ok("Acme-1_x")
+        );
+    }
+
+    #[test]
+    fn reserved_databases_are_refused_in_any_case() {
+        let p = policy(Mapping::Identity);
+        for r in ["admin", "ADMIN", "Local", "config"] {
+            assert_eq!(p.database_for(r, "test"), Err(TenantError::Reserved), "{r}");
+        }
+        // With a prefix the same names are ordinary tenants.
+        let p = policy(Mapping::Prefix("tenant_".into()));
+        assert_eq!(p.database_for("admin", "t").as_deref(), Ok("tenant_admin"));
+        // A mapping that lands on a reserved database is refused too.
+        let p = policy(Mapping::Custom(Arc::new(|_| "admin".to_owned())));
+        assert_eq!(p.database_for("x", "t"), Err(TenantError::Reserved));
+    }
+
+    #[test]
+    fn lax_names_still_obey_mongodb_rules() {
+        let mut p = policy(Mapping::Identity);
+        p.strict = false;
+        assert_eq!(p.database_for("café", "t").as_deref(), Ok("café"));
+        assert!(matches!(
+            p.database_for("a.b", "t"),
+            Err(TenantError::InvalidName {
+                problem: NameProblem::Database(_),
+                ..
+            })
+        ));
+        let long = "x".repeat(64);
+        assert!(p.database_for(&long, "t").is_err());
+    }
+}
