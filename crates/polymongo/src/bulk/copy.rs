@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, Bson, RawDocumentBuf};
+use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::error::ErrorKind as DriverKind;
 use mongodb::Database;
 use serde::Serialize;
@@ -12,12 +12,10 @@ use serde::Serialize;
 use super::export::collection_specs;
 use super::format::CollectionSpec;
 use super::{
-    Bulk, CollectionReport, Failure, ImportOptions, ImportReport, OnError, Progress, Stage,
+    create_collection, create_indexes, Bulk, CollectionReport, Failure, ImportOptions,
+    ImportReport, OnError, Progress, Stage,
 };
 use crate::error::{Error, Result};
-
-/// The server's code for "a collection of that name exists".
-const NAMESPACE_EXISTS: i32 = 48;
 
 /// How one collection was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -191,29 +189,17 @@ impl Copier<'_> {
     /// Creates the collection (or view) with its options, then its indexes. `false`: it
     /// could not be created, and its documents are not copied.
     async fn create(&mut self, spec: &CollectionSpec) -> Result<bool, Stop> {
-        let mut create = doc! { "create": spec.name.as_str() };
-        create.extend(spec.options.clone());
-        if let Err(e) = self.to.run_command(create).await {
-            if !matches!(&*e.kind, DriverKind::Command(c) if c.code == NAMESPACE_EXISTS) {
-                self.fail(&spec.name, Stage::Create, format!("creating it: {e}"))?;
-                return Ok(false);
-            }
+        if let Err(e) = create_collection(self.to, spec).await {
+            self.fail(&spec.name, Stage::Create, format!("creating it: {e}"))?;
+            return Ok(false);
         }
-        if !spec.indexes.is_empty() {
-            let command = doc! {
-                "createIndexes": spec.name.as_str(),
-                "indexes": spec.indexes.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-            };
-            match self.to.run_command(command).await {
-                Ok(_) => {
-                    if let Some(c) = self.report.written.collections.last_mut() {
-                        c.indexes = spec.indexes.len() as u64;
-                    }
-                }
-                Err(e) => {
-                    self.fail(&spec.name, Stage::Indexes, format!("creating indexes: {e}"))?
+        match create_indexes(self.to, spec).await {
+            Ok(n) => {
+                if let Some(c) = self.report.written.collections.last_mut() {
+                    c.indexes = n;
                 }
             }
+            Err(e) => self.fail(&spec.name, Stage::Indexes, format!("creating indexes: {e}"))?,
         }
         Ok(true)
     }

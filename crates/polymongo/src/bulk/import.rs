@@ -9,14 +9,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReade
 use super::export::io;
 use super::format::{self, CollectionSpec, DumpProblem, Record, Sequence};
 use super::{
-    classify_line, Bulk, CollectionReport, Dump, Failure, ImportOptions, ImportReport, Line,
-    OnError, Progress, Stage, WriteMode, MAX_LINE_BYTES,
+    classify_line, create_collection, create_indexes, Bulk, CollectionReport, Dump, Failure,
+    ImportOptions, ImportReport, Line, OnError, Progress, Stage, WriteMode, MAX_LINE_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::name::validate_collection_name;
-
-/// The server's code for "a collection of that name exists".
-const NAMESPACE_EXISTS: i32 = 48;
 
 /// Why an import stopped early; the report says what was written before.
 struct Stopped;
@@ -347,28 +344,18 @@ impl Importer<'_> {
             self.views.push((line, spec));
             return Ok(());
         }
-        let mut create = doc! { "create": spec.name.as_str() };
-        create.extend(spec.options.clone());
-        if let Err(e) = self.database.run_command(create).await {
-            if !matches!(&*e.kind, DriverKind::Command(c) if c.code == NAMESPACE_EXISTS) {
-                let message = self.message(&e, "creating the collection");
-                return self.failed_step(line, Stage::Create, message, Some(spec.name));
-            }
+        if let Err(e) = create_collection(&self.database, &spec).await {
+            let message = self.message(&e, "creating the collection");
+            return self.failed_step(line, Stage::Create, message, Some(spec.name));
         }
         if let Some(c) = self.collection.as_mut() {
             c.collection = Some(self.database.collection(&spec.name));
         }
-        if !spec.indexes.is_empty() {
-            let command = doc! {
-                "createIndexes": spec.name.as_str(),
-                "indexes": spec.indexes.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
-            };
-            match self.database.run_command(command).await {
-                Ok(_) => self.report.collections[index].indexes = spec.indexes.len() as u64,
-                Err(e) => {
-                    let message = self.message(&e, "creating indexes");
-                    self.failed_step(line, Stage::Indexes, message, Some(spec.name))?;
-                }
+        match create_indexes(&self.database, &spec).await {
+            Ok(n) => self.report.collections[index].indexes = n,
+            Err(e) => {
+                let message = self.message(&e, "creating indexes");
+                self.failed_step(line, Stage::Indexes, message, Some(spec.name))?;
             }
         }
         Ok(())
@@ -391,13 +378,9 @@ impl Importer<'_> {
 
     async fn create_views(&mut self) -> Result<(), Stopped> {
         for (line, spec) in std::mem::take(&mut self.views) {
-            let mut create = doc! { "create": spec.name.as_str() };
-            create.extend(spec.options.clone());
-            if let Err(e) = self.database.run_command(create).await {
-                if !matches!(&*e.kind, DriverKind::Command(c) if c.code == NAMESPACE_EXISTS) {
-                    let message = self.message(&e, "creating the view");
-                    self.failed_step(line, Stage::Create, message, Some(spec.name))?;
-                }
+            if let Err(e) = create_collection(&self.database, &spec).await {
+                let message = self.message(&e, "creating the view");
+                self.failed_step(line, Stage::Create, message, Some(spec.name))?;
             }
         }
         Ok(())

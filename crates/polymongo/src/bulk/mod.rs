@@ -226,6 +226,48 @@ impl CollectionDump {
     }
 }
 
+/// The server's code for "a collection of that name exists".
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// Creates the collection or view `spec` in `database` with its options; one that exists
+/// already is kept as it is.
+pub(crate) async fn create_collection(
+    database: &mongodb::Database,
+    spec: &CollectionSpec,
+) -> mongodb::error::Result<()> {
+    let mut create = mongodb::bson::doc! { "create": spec.name.as_str() };
+    create.extend(spec.options.clone());
+    match database.run_command(create).await {
+        Err(e) if !matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates the secondary indexes of `spec` (nothing is sent when it has none); returns how
+/// many.
+pub(crate) async fn create_indexes(
+    database: &mongodb::Database,
+    spec: &CollectionSpec,
+) -> mongodb::error::Result<u64> {
+    if spec.indexes.is_empty() {
+        return Ok(0);
+    }
+    let indexes: Vec<mongodb::bson::Bson> = spec
+        .indexes
+        .iter()
+        .cloned()
+        .map(mongodb::bson::Bson::Document)
+        .collect();
+    database
+        .run_command(
+            mongodb::bson::doc! { "createIndexes": spec.name.as_str(), "indexes": indexes },
+        )
+        .await?;
+    Ok(spec.indexes.len() as u64)
+}
+
 /// Bytes gathered before a write to the output.
 pub(crate) const WRITE_CHUNK: usize = 256 * 1024;
 
