@@ -91,3 +91,20 @@ pub async fn pymongo_python() -> Result<std::path::PathBuf, TestKitError> {
             TestKitError::Unsupported(format!("installing the environment panicked: {e}"))
         })?
 }
+
+/// The cluster an example or tool should use: `MONGODB_URI` when it is set, else a local test
+/// server started now (say so on stdout). Keep the returned server, if any, alive for as long
+/// as the cluster is used: dropping it stops the server.
+///
+/// # Errors
+/// As [`TestServer::start`].
+pub async fn uri_from_env_or_start() -> Result<(String, Option<TestServer>), TestKitError> {
+    match std::env::var("MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Ok((uri, None)),
+        _ => {
+            println!("MONGODB_URI is not set: starting a local test server…");
+            let server = TestServer::start().await?;
+            Ok((server.uri().to_owned(), Some(server)))
+        }
+    }
+}

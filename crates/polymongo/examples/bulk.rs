@@ -12,7 +12,6 @@ use std::time::Duration;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use polymongo::bulk::{ExportOptions, ImportOptions, OnError};
 use polymongo::{Model, PolyMongo};
-use polymongo_testkit::TestServer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,14 +28,7 @@ impl Model for Invoice {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (uri, _server) = match std::env::var("MONGODB_URI") {
-        Ok(uri) => (uri, None),
-        Err(_) => {
-            println!("MONGODB_URI is not set: starting a local test server…");
-            let server = TestServer::start().await?;
-            (server.uri().to_owned(), Some(server))
-        }
-    };
+    let (uri, _server) = polymongo_testkit::uri_from_env_or_start().await?;
     let poly = PolyMongo::builder().uri(&uri).build().await?;
     let invoices = poly.model::<Invoice>();
     invoices

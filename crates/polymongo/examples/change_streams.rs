@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mongodb::options::ChangeStreamOptions;
 use polymongo::{Model, PolyMongo};
-use polymongo_testkit::TestServer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,14 +24,7 @@ impl Model for Message {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (uri, _server) = match std::env::var("MONGODB_URI") {
-        Ok(uri) => (uri, None),
-        Err(_) => {
-            println!("MONGODB_URI is not set: starting a local test server…");
-            let server = TestServer::start().await?;
-            (server.uri().to_owned(), Some(server))
-        }
-    };
+    let (uri, _server) = polymongo_testkit::uri_from_env_or_start().await?;
     let poly = PolyMongo::builder().uri(&uri).build().await?;
     let messages = poly.model::<Message>();
     let inbox = messages.db("tenant_7")?;

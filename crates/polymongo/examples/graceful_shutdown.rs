@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use polymongo::{Error, Model, PolyMongo};
-use polymongo_testkit::TestServer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,14 +25,7 @@ impl Model for Event {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (uri, server) = match std::env::var("MONGODB_URI") {
-        Ok(uri) => (uri, None),
-        Err(_) => {
-            println!("MONGODB_URI is not set: starting a local test server…");
-            let server = TestServer::start().await?;
-            (server.uri().to_owned(), Some(server))
-        }
-    };
+    let (uri, server) = polymongo_testkit::uri_from_env_or_start().await?;
     let poly = PolyMongo::builder()
         .uri(&uri)
         .wait_queue_timeout(Duration::from_secs(2))
