@@ -160,9 +160,12 @@ async fn the_export_progress_bar_and_top_render_in_a_terminal() {
     assert_eq!(screen.matches("polymongo top").count(), 1, "{screen}");
 }
 
-#[tokio::test]
-async fn ctrl_c_during_an_import_reports_what_was_written() {
-    let (server, raw) = seeded(3_000).await;
+/// Exports database `term` of `server` to a file with the binary, and puts a proxy adding
+/// `latency` in front of the server, so an import through it is slow enough to watch.
+async fn exported_behind_a_slow_proxy(
+    server: &TestServer,
+    latency: Duration,
+) -> (tempfile::TempDir, std::path::PathBuf, FaultProxy) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dump.ndjson");
     let status = Command::new(BIN)
@@ -178,11 +181,19 @@ async fn ctrl_c_during_an_import_reports_what_was_written() {
         .await
         .unwrap();
     assert!(status.success());
-    // A slow target, so the import is still running when Ctrl-C comes.
     let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
         .await
         .unwrap();
-    proxy.set_latency(Duration::from_millis(50));
+    proxy.set_latency(latency);
+    (dir, file, proxy)
+}
+
+#[tokio::test]
+async fn ctrl_c_during_an_import_reports_what_was_written() {
+    let (server, raw) = seeded(3_000).await;
+    // A slow target, so the import is still running when Ctrl-C comes.
+    let (_dir, file, proxy) =
+        exported_behind_a_slow_proxy(&server, Duration::from_millis(50)).await;
     let mut child = Command::new(BIN)
         .args([
             "--uri",
@@ -278,25 +289,8 @@ async fn the_import_bar_counts_bytes_with_an_eta() {
         return;
     }
     let (server, _raw) = seeded(2_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("dump.ndjson");
-    let status = Command::new(BIN)
-        .args([
-            "--uri",
-            server.uri(),
-            "export",
-            "term",
-            "-o",
-            file.to_str().unwrap(),
-        ])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
-    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
-        .await
-        .unwrap();
-    proxy.set_latency(Duration::from_millis(25));
+    let (_dir, file, proxy) =
+        exported_behind_a_slow_proxy(&server, Duration::from_millis(25)).await;
     let tmux = Tmux::start(&format!(
         "{BIN} --uri '{}' import term_in -i {} --batch-size 20; sleep 30",
         proxy.uri_for(server.uri()),
