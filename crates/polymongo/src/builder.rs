@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Options, RetryOptions};
-use crate::db_config::DbConfig;
-use crate::error::{Error, Result};
-use crate::hooks::{ErrorEvent, PendingHook, PoolEvent};
+use crate::features::hooks::{ErrorEvent, PendingHook, PoolEvent};
+use crate::floor::config::{Options, RetryOptions};
+use crate::floor::db_config::DbConfig;
+use crate::floor::error::{Error, Result};
 use crate::poly::PolyMongo;
 
 /// Builds a [`PolyMongo`]. Every setter says its default; [`build`](Self::build) validates them
@@ -153,10 +153,31 @@ impl PolyMongoBuilder {
         self
     }
 
-    /// Most databases with their own usage entry (default 10 000); further databases are
-    /// counted together.
+    /// Most databases ranked by [`Stats::top_databases`](crate::Stats::top_databases)
+    /// (default 1 000); see [`Options::max_tracked_databases`].
     pub fn max_tracked_databases(mut self, max: usize) -> Self {
         self.options.max_tracked_databases = max;
+        self
+    }
+
+    /// How long a database nothing uses stays cached (default 5 minutes); see
+    /// [`Options::database_idle_timeout`].
+    pub fn database_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.options.database_idle_timeout = timeout;
+        self
+    }
+
+    /// Most databases cached at once (default 100 000); see
+    /// [`Options::max_cached_databases`].
+    pub fn max_cached_databases(mut self, max: usize) -> Self {
+        self.options.max_cached_databases = max;
+        self
+    }
+
+    /// How long a pool closed for idleness lets work the library cannot see finish (default
+    /// 30 s); see [`Options::idle_close_grace`].
+    pub fn idle_close_grace(mut self, grace: Duration) -> Self {
+        self.options.idle_close_grace = grace;
         self
     }
 

@@ -40,60 +40,67 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+// The layers, bottom to top; each imports only the ones before it (see
+// `docs/architecture.md`).
 mod builder;
-pub mod bulk;
-mod change_stream;
-mod config;
-mod db_config;
-mod error;
-pub mod hooks;
-#[cfg(feature = "logging")]
-pub mod logging;
-#[cfg(feature = "metrics")]
-pub mod metrics;
-mod model;
-mod name;
+mod features;
+mod floor;
+mod handle;
 mod poly;
 mod pool;
-mod pool_stats;
-mod reaper;
-mod redact;
-mod routing;
-mod scale;
-#[cfg(unix)]
-mod shutdown;
-mod stats;
-mod transaction;
-mod usage;
+mod registry;
+
+pub use features::bulk;
+pub use features::hooks;
+#[cfg(feature = "logging")]
+pub use features::logging;
+
+/// Prometheus text exposition of pool and usage figures (feature `metrics`).
+///
+/// Rendered from the same snapshots as [`Stats`] at scrape time, so there is no second set of
+/// counters to keep in step, and a render costs O(pools + the usage board), whatever the
+/// number of databases. Label cardinality is bounded: pool series exist only for pools with
+/// an open client (the main pool always), the manager-wide gauges sum every pool, and
+/// per-database usage series exist only for the [`MAX_METRIC_DATABASES`](metrics::MAX_METRIC_DATABASES)
+/// busiest databases of the last minute or two; everything else is summed under
+/// [`OTHER_DATABASES`].
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    pub use crate::features::metrics::{CONTENT_TYPE, MAX_METRIC_DATABASES};
+
+    /// The manager's figures in Prometheus text format (text format 0.0.4).
+    pub fn render(poly: &crate::PolyMongo) -> String {
+        crate::features::metrics::render_stats(&poly.stats())
+    }
+}
 
 pub use builder::PolyMongoBuilder;
-pub use change_stream::ManagedStream;
-pub use config::{
-    Options, RetryOptions, DEFAULT_MAX_DEDICATED_POOLS, DEFAULT_MAX_POOL_SIZE, FALLBACK_DEFAULT_DB,
+pub use features::closing::CloseReport;
+pub use features::hooks::{ErrorEvent, HookHandle, PoolEvent};
+pub use features::scale::Scale;
+#[cfg(unix)]
+pub use features::shutdown::{ShutdownSignal, SignalShutdown};
+pub use features::stats::{
+    CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
 };
-pub use db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
-pub use error::{Error, ErrorKind, Result};
-pub use hooks::{ErrorEvent, HookHandle, PoolEvent};
-pub use model::{DbHandle, Model, ModelHandle};
-pub use name::{
+pub use features::txn::{Transaction, DEFAULT_TRANSACTION_TIMEOUT};
+pub use features::watch::ManagedStream;
+pub use floor::config::{
+    Options, RetryOptions, UsageAnalytics, DEFAULT_DATABASE_IDLE_TIMEOUT,
+    DEFAULT_MAX_CACHED_DATABASES, DEFAULT_MAX_DEDICATED_POOLS, DEFAULT_MAX_POOL_SIZE,
+    DEFAULT_MAX_TRACKED_DATABASES, FALLBACK_DEFAULT_DB, IDLE_CLOSE_GRACE, MAX_TRACKED_LIMIT,
+};
+pub use floor::db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
+pub use floor::error::{Error, ErrorKind, Result};
+pub use floor::name::{
     validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,
 };
-pub use poly::{CloseReport, PolyMongo};
-pub use pool::{ConnectionState, PoolKind};
-pub use pool_stats::PoolStats;
-pub use reaper::IDLE_CLOSE_GRACE;
-pub use redact::redact_uri;
-pub use routing::QueueStats;
-pub use scale::Scale;
-#[cfg(unix)]
-pub use shutdown::{ShutdownSignal, SignalShutdown};
-pub use stats::{
-    CollectionStats, DatabaseSize, DbConfigView, DbStats, GeneralStats, PoolInfo, Stats,
-    MAX_LISTED_DATABASES,
-};
-pub use transaction::{Transaction, DEFAULT_TRANSACTION_TIMEOUT};
-pub use usage::{
-    TopBy, UsageAnalytics, UsageStats, DEFAULT_MAX_TRACKED_DATABASES, OTHER_DATABASES,
-};
+pub use floor::redact::redact_uri;
+pub use handle::model::{DbHandle, Model, ModelHandle};
+pub use poly::PolyMongo;
+pub use pool::cluster::{ConnectionState, PoolKind, MAX_LISTED_DATABASES};
+pub use pool::cmap::PoolStats;
+pub use registry::gate::QueueStats;
+pub use registry::usage::{TopBy, UsageStats, OTHER_DATABASES, RECENT_WINDOW};
 
 pub use mongodb;

@@ -1,38 +1,43 @@
-//! The manager: one value that owns the pools, routes databases and hands out model handles.
+//! The facade: one value that owns the layers, starts them and ends them.
+//!
+//! [`PolyMongo`] builds the pools layer (the main cluster's pool), the registry over it, the
+//! housekeeper and the hook dispatcher, and hands out model handles on the registry. Its
+//! methods are thin: each feature lives in its own module of `features/`.
 
-use std::any::TypeId;
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use dashmap::DashMap;
-use mongodb::bson::doc;
-use mongodb::options::ClientOptions;
+use mongodb::bson::Document;
+use mongodb::change_stream::event::ChangeStreamEvent;
+use mongodb::options::ChangeStreamOptions;
 use mongodb::{Client, Database};
-use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::builder::PolyMongoBuilder;
-use crate::change_stream::Watches;
-use crate::config::Options;
-use crate::error::{Error, Result};
-use crate::hooks::{self, Directory, ErrorEvent, HookHandle, PendingHook, PoolEvent, Registry};
-use crate::model::{AnyModelCache, Model, ModelCache, ModelHandle};
-use crate::pool::{ClusterPool, ConnectionState, PoolEnv, PoolKind, Shutdown};
-use crate::reaper::{self, Reapable, Retiring};
-use crate::routing::Router;
-use crate::scale::{self, Scale};
-use crate::stats::Stats;
-use crate::usage::{Usage, UsageAnalytics};
+use crate::features::bulk::Bulk;
+use crate::features::closing::{CloseReport, Closer};
+use crate::features::hooks::{self, ErrorEvent, HookHandle, Hooks, PendingHook, PoolEvent};
+use crate::features::ping;
+use crate::features::scale::Scale;
+use crate::features::stats::Stats;
+use crate::features::txn::Transaction;
+use crate::features::watch::{self as streams, ManagedStream};
+use crate::floor::config::Options;
+use crate::floor::error::{Error, Result};
+use crate::handle::model::{Model, ModelHandle};
+use crate::pool::cluster::{ClusterPool, ConnectionState, PoolEnv, PoolKind};
+use crate::pool::retiring::Retiring;
+use crate::registry::routes::Routes;
+use crate::registry::usage::{Usage, UsageAnalytics};
+use crate::registry::{eviction, Limits, Registry};
 
 /// Manages MongoDB connections for an application that uses many databases.
 ///
 /// One connection pool per cluster is shared by every database routed to it, so using a new
-/// database costs a map entry, not a connection. Cheap to clone (an `Arc`); clones share
+/// database costs a registry entry, not a connection. Cheap to clone (an `Arc`); clones share
 /// everything.
 ///
 /// Bound to the tokio runtime it was built on, like the driver's `Client`.
@@ -43,55 +48,21 @@ pub struct PolyMongo {
 
 struct Inner {
     options: Options,
-    default_db: String,
-    router: Router,
-    models: DashMap<TypeId, Arc<dyn AnyModelCache>>,
-    closing: tokio::sync::Mutex<()>,
-    /// Set by `force_close_all`: every graceful wait of a close in progress ends now.
-    force: watch::Sender<bool>,
+    default_db: Arc<str>,
+    registry: Arc<Registry>,
     env: PoolEnv,
-    hooks: Arc<Registry>,
-    stop_reaper: watch::Sender<bool>,
-    reaper: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Directory for Inner {
-    fn served(&self, pool: u64, only: Option<&HashSet<String>>) -> Vec<String> {
-        self.router.served(pool, only)
-    }
-}
-
-impl Reapable for Inner {
-    fn reap(&self) -> Option<Duration> {
-        self.router.reap()
-    }
-}
-
-/// What [`PolyMongo::close_all`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct CloseReport {
-    /// Pools that had a client and were shut down by this call.
-    pub pools_closed: usize,
-    /// Of those, pools still busy (cursors or sessions open) at the deadline and closed without
-    /// waiting for them.
-    pub pools_forced: usize,
-    /// Clients of pools closed earlier for idleness, still finishing their cursors and
-    /// sessions, that this call shut down without waiting.
-    pub idle_clients_cut: usize,
-    /// Managed change streams this call ended.
-    pub change_streams_closed: usize,
-    /// The manager had already been closed by an earlier call; this one did nothing.
-    pub already_closed: bool,
+    hooks: Arc<Hooks>,
+    closer: Arc<Closer>,
+    stop_housekeeper: watch::Sender<bool>,
 }
 
 impl fmt::Debug for PolyMongo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolyMongo")
-            .field("cluster", &self.inner.router.main_pool().label())
+            .field("cluster", &self.inner.registry.routes().main_pool().label())
             .field("default_db", &self.inner.default_db)
             .field("state", &self.connection_state())
-            .field("databases", &self.inner.router.len())
+            .field("databases", &self.inner.registry.len())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -109,19 +80,31 @@ impl PolyMongo {
         for (name, config) in &options.databases {
             config.validate(name)?;
         }
+        let usage = (options.usage_analytics != UsageAnalytics::Off).then(|| {
+            Arc::new(Usage::new(
+                options.max_tracked_databases,
+                options.usage_analytics,
+            ))
+        });
+        // The command handler is given to every client the pools make, and the pools exist
+        // before the registry it reports to: it finds the registry through this cell.
+        let registry_cell: Arc<OnceLock<std::sync::Weak<Registry>>> = Arc::default();
+        let observer = usage
+            .as_ref()
+            .and_then(|u| Registry::command_observer(u, Arc::clone(&registry_cell)));
+        let (command_handler, connection_returned) = match observer {
+            Some((h, r)) => (Some(h), Some(r)),
+            None => (None, None),
+        };
         let (signals, signal_rx) = mpsc::unbounded_channel();
         let env = PoolEnv {
             runtime: runtime.clone(),
             live_clients: Arc::new(AtomicUsize::new(0)),
             signals,
-            watches: Arc::default(),
             wait_queue_timeout: options.wait_queue_timeout,
-            usage: (options.usage_analytics != UsageAnalytics::Off).then(|| {
-                Arc::new(Usage::new(
-                    options.max_tracked_databases,
-                    options.usage_analytics,
-                ))
-            }),
+            idle_close_grace: options.idle_close_grace,
+            command_handler,
+            connection_returned,
         };
         let main = Arc::new(ClusterPool::new(
             resolved.cluster_label,
@@ -130,41 +113,46 @@ impl PolyMongo {
             &env,
             None,
         ));
-        let retiring = Arc::new(Retiring::new(runtime.clone()));
-        let router = Router::new(
+        let routes = Routes::new(
             main,
             options.uri.clone(),
             options.max_dedicated_pools,
-            retiring,
+            Arc::new(Retiring::new(runtime.clone())),
         );
-        let (stop_reaper, stop) = watch::channel(false);
-        let inner = Arc::new(Inner {
-            default_db: resolved.default_db,
-            router,
-            models: DashMap::new(),
-            closing: tokio::sync::Mutex::new(()),
-            force: watch::channel(false).0,
-            env,
-            hooks: {
-                let registry = Arc::new(Registry::default());
-                registry.add_pending(hooks);
-                registry
-            },
-            stop_reaper,
-            reaper: Mutex::new(None),
-            options,
-        });
-        let handle = reaper::spawn(&runtime, Arc::downgrade(&inner), stop);
+        let limits = Limits {
+            idle_timeout: options.database_idle_timeout,
+            max_cached: options.max_cached_databases,
+        };
+        let registry = Arc::new(Registry::new(routes, limits, usage));
+        let _ = registry_cell.set(Arc::downgrade(&registry));
+        let (stop_housekeeper, stop) = watch::channel(false);
+        eviction::spawn(
+            &runtime,
+            Arc::downgrade(&registry),
+            limits.idle_timeout,
+            stop,
+        );
+        let hook_registry = Arc::new(Hooks::default());
+        hook_registry.add_pending(hooks);
         hooks::spawn(
             &runtime,
-            Arc::clone(&inner.hooks),
-            Arc::downgrade(&inner),
+            Arc::clone(&hook_registry),
+            Arc::downgrade(&registry),
             signal_rx,
         );
-        *inner.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        let poly = PolyMongo { inner };
+        let poly = PolyMongo {
+            inner: Arc::new(Inner {
+                default_db: resolved.default_db.into(),
+                registry,
+                env,
+                hooks: hook_registry,
+                closer: Arc::new(Closer::new()),
+                stop_housekeeper,
+                options,
+            }),
+        };
         for (name, config) in &poly.inner.options.databases {
-            scale::apply(&poly, name, config).await?;
+            poly.scale().apply(name, config).await?;
         }
         if !poly.inner.options.cold_start {
             poly.connect().await?;
@@ -177,19 +165,9 @@ impl PolyMongo {
         Ok(poly)
     }
 
-    pub(crate) fn new_pool(
-        &self,
-        label: String,
-        kind: PoolKind,
-        options: ClientOptions,
-        ttl: Option<Duration>,
-    ) -> ClusterPool {
-        ClusterPool::new(label, kind, options, &self.inner.env, ttl)
-    }
-
     /// Run-time configuration of databases: dedicated pools, other clusters, handle options.
     pub fn scale(&self) -> Scale<'_> {
-        Scale::new(self)
+        Scale::new(&self.inner.registry, &self.inner.options, &self.inner.env)
     }
 
     /// Calls `hook` each time a pool connects (its first usable server is seen after being
@@ -241,7 +219,11 @@ impl PolyMongo {
 
     /// Pool figures and database statistics.
     pub fn stats(&self) -> Stats<'_> {
-        Stats::new(self)
+        Stats::new(
+            &self.inner.registry,
+            self.live_clients(),
+            &self.inner.default_db,
+        )
     }
 
     /// Driver clients (pools) of this manager that are open or still shutting down.
@@ -252,24 +234,12 @@ impl PolyMongo {
     /// Dedicated pools with a client open now (at most `max_dedicated_pools`, unless every one
     /// of them was in use when another had to open).
     pub fn open_dedicated_pools(&self) -> usize {
-        self.inner.router.open_dedicated()
+        self.inner.registry.routes().open_dedicated()
     }
 
-    pub(crate) fn usage(&self) -> Option<&Arc<Usage>> {
-        self.inner.env.usage.as_ref()
-    }
-
-    /// The runtime the manager was built on.
-    pub(crate) fn runtime(&self) -> &Handle {
-        &self.inner.env.runtime
-    }
-
-    pub(crate) fn watches(&self) -> &Arc<Watches> {
-        &self.inner.env.watches
-    }
-
-    pub(crate) fn router(&self) -> &Router {
-        &self.inner.router
+    /// Databases cached now (each with its registry entry).
+    pub fn cached_databases(&self) -> usize {
+        self.inner.registry.len()
     }
 
     /// The options the manager was built with (`Debug` redacts the password).
@@ -282,26 +252,13 @@ impl PolyMongo {
         &self.inner.default_db
     }
 
-    /// A typed model on every database. Cheap; handles of the same type share one cache.
+    /// A typed model on every database. Cheap: a model's state on a database (its collection
+    /// handle, its indexes ensured) lives in that database's registry entry.
     pub fn model<T: Model>(&self) -> ModelHandle<T> {
-        let key = TypeId::of::<T>();
-        // A read lock on the common path (the model was used before); the write lock of
-        // `entry` only for a model's first handle.
-        let erased = match self.inner.models.get(&key) {
-            Some(cache) => Arc::clone(&cache),
-            None => Arc::clone(
-                &self
-                    .inner
-                    .models
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(ModelCache::<T>::new())),
-            ),
-        };
-        let cache = erased
-            .into_any()
-            .downcast::<ModelCache<T>>()
-            .unwrap_or_else(|_| unreachable!("the model map is keyed by the cache's own TypeId"));
-        ModelHandle::new(self.clone(), cache)
+        ModelHandle::new(
+            Arc::clone(&self.inner.registry),
+            Arc::clone(&self.inner.default_db),
+        )
     }
 
     /// The npm package's name for [`model`](Self::model).
@@ -318,7 +275,7 @@ impl PolyMongo {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`].
     pub fn database(&self, name: &str) -> Result<Database> {
-        Ok(self.inner.router.resolve(name)?.database.clone())
+        Ok(self.inner.registry.lease(name)?.entry.database.clone())
     }
 
     /// The driver's `Client` (the pool) that serves database `name`. Not counted as use, as
@@ -327,7 +284,14 @@ impl PolyMongo {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`].
     pub fn client_for(&self, name: &str) -> Result<Client> {
-        Ok(self.inner.router.resolve(name)?.pool.client()?.0)
+        Ok(self
+            .inner
+            .registry
+            .lease(name)?
+            .entry
+            .database
+            .client()
+            .clone())
     }
 
     /// Opens the main pool now and checks that its cluster answers, retrying as the `retry`
@@ -348,42 +312,12 @@ impl PolyMongo {
     /// [`Error::InvalidName`], [`Error::Closed`], [`Error::Connection`] when the cluster does
     /// not answer within the server selection timeout on any attempt.
     pub async fn ping(&self, name: &str) -> Result<Duration> {
-        let slot = self.inner.router.resolve(name)?;
-        let retry = self.inner.options.retry;
-        let mut attempt = 1;
-        loop {
-            let started = Instant::now();
-            match slot.database.run_command(doc! { "ping": 1 }).await {
-                Ok(_) => {
-                    tracing::debug!(database = name, cluster = %slot.pool.label(), attempt, "ping answered");
-                    return Ok(started.elapsed());
-                }
-                Err(e) => {
-                    let err = Error::from_driver(e, slot.pool.label());
-                    if attempt >= retry.attempts || !err.is_retryable() {
-                        tracing::warn!(database = name, error = %err, attempt, "ping failed");
-                        slot.pool.report_error(Some(name), err.to_string());
-                        return Err(err);
-                    }
-                    let pause = retry.pause_after(attempt);
-                    tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, ?pause, "ping failed; retrying");
-                    slot.pool.report_error(
-                        Some(name),
-                        format!(
-                            "attempt {attempt} of {} failed, retrying in {pause:?}: {err}",
-                            retry.attempts
-                        ),
-                    );
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-            }
-        }
+        ping::ping(&self.inner.registry, self.inner.options.retry, name).await
     }
 
     /// State of the main pool.
     pub fn connection_state(&self) -> ConnectionState {
-        self.inner.router.main_pool().state()
+        self.inner.registry.routes().main_pool().state()
     }
 
     /// Whether the main pool is [`ConnectionState::Connected`].
@@ -393,83 +327,166 @@ impl PolyMongo {
 
     /// Whether [`close_all`](Self::close_all) has been called.
     pub fn is_closed(&self) -> bool {
-        self.inner.router.is_closed()
+        self.inner.registry.is_closed()
+    }
+
+    /// Export, import, copy and drop of whole databases.
+    pub fn bulk(&self) -> Bulk<'_> {
+        Bulk::new(&self.inner.registry)
+    }
+
+    /// A transaction over `databases`, which must all be served by one pool (the same cluster,
+    /// and not split between a dedicated pool and another). With no database named, the
+    /// default database's pool is used.
+    ///
+    /// Nothing is sent until [`Transaction::run`].
+    pub fn transaction<I, S>(&self, databases: I) -> Transaction<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Transaction::new(
+            &self.inner.registry,
+            &self.inner.default_db,
+            databases.into_iter().map(Into::into).collect(),
+        )
+    }
+
+    /// A managed change stream on every collection of database `name`, on the pool `name` is
+    /// routed to. `pipeline` filters or reshapes events (`$match`, `$project`…); `options`
+    /// carries `resume_after` / `start_after` (a [`ManagedStream::resume_token`]),
+    /// `full_document` and the rest of the driver's change-stream options.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`] (also when a close begins while the stream
+    /// opens), or the driver's error when the server refuses the stream (a standalone `mongod`
+    /// has no change streams).
+    pub async fn watch_database(
+        &self,
+        name: &str,
+        pipeline: impl IntoIterator<Item = Document>,
+        options: impl Into<Option<ChangeStreamOptions>>,
+    ) -> Result<ManagedStream<ChangeStreamEvent<Document>>> {
+        streams::watch_database(&self.inner.registry, name, pipeline, options).await
+    }
+
+    /// A managed change stream on collection `collection` of database `db`, without a model
+    /// (events carry documents); registered under `db` like
+    /// [`DbHandle::watch`](crate::DbHandle::watch).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`], or the driver's error.
+    pub async fn watch_collection(
+        &self,
+        db: &str,
+        collection: &str,
+        pipeline: impl IntoIterator<Item = Document>,
+        options: impl Into<Option<ChangeStreamOptions>>,
+    ) -> Result<ManagedStream<ChangeStreamEvent<Document>>> {
+        streams::watch_collection(&self.inner.registry, db, collection, pipeline, options).await
+    }
+
+    /// A managed change stream on every database of the main cluster (the `uri` option).
+    /// Not closed by [`close_db_streams`](Self::close_db_streams); closed by
+    /// [`close_all_watches`](Self::close_all_watches) and [`close_all`](Self::close_all).
+    ///
+    /// # Errors
+    /// [`Error::Closed`], or the driver's error when the server refuses the stream.
+    pub async fn watch_cluster(
+        &self,
+        pipeline: impl IntoIterator<Item = Document>,
+        options: impl Into<Option<ChangeStreamOptions>>,
+    ) -> Result<ManagedStream<ChangeStreamEvent<Document>>> {
+        streams::watch_cluster(&self.inner.registry, pipeline, options).await
+    }
+
+    /// Closes every managed stream on database `name` (its collections' and its own); returns
+    /// how many. Their consumers see the end of the stream; their server cursors are killed.
+    pub fn close_db_streams(&self, name: &str) -> usize {
+        streams::close_db_streams(&self.inner.registry, name)
+    }
+
+    /// Closes every managed stream of this manager; returns how many.
+    pub fn close_all_watches(&self) -> usize {
+        streams::close_all_watches(&self.inner.registry)
+    }
+
+    /// Managed change streams open now (closed ones are not counted). Costs one read per
+    /// pool, whatever the number of databases.
+    pub fn open_change_streams(&self) -> usize {
+        streams::open_change_streams(&self.inner.registry)
+    }
+
+    /// Closes the manager gracefully when the process receives SIGINT, SIGTERM or SIGUSR2:
+    /// new work is refused at once, work in flight gets up to `deadline`, then everything is
+    /// shut down (as [`close_all`](Self::close_all)).
+    ///
+    /// The handlers are installed before this returns; the returned task completes once the
+    /// manager is closed, with the signal and the report, and does not exit the process:
+    ///
+    /// ```no_run
+    /// # async fn f(poly: polymongo::PolyMongo) -> polymongo::Result<()> {
+    /// let shutdown = poly.close_on_signals(std::time::Duration::from_secs(10))?;
+    /// // … serve requests …
+    /// if let Ok(done) = shutdown.await {
+    ///     eprintln!("{}: {:?}", done.signal, done.report);
+    ///     std::process::exit(done.signal.exit_code());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Once installed, tokio's handlers stay for the life of the process: these signals no
+    /// longer end it by themselves, so the application must exit (as above).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a handler cannot be installed.
+    #[cfg(unix)]
+    pub fn close_on_signals(
+        &self,
+        deadline: Duration,
+    ) -> Result<tokio::task::JoinHandle<crate::features::shutdown::SignalShutdown>> {
+        let poly = self.clone();
+        crate::features::shutdown::on_signals(
+            &self.inner.env.runtime,
+            deadline,
+            move || async move { poly.close_all(deadline).await },
+        )
     }
 
     /// Closes every pool now, without waiting for operations, cursors or sessions in use
     /// (they fail). A graceful [`close_all`](Self::close_all) already running stops waiting
     /// at once and reports the pools it cut as `pools_forced`; this call then reports
     /// `already_closed`. Idempotent and safe to race with `close_all`.
+    ///
+    /// Returns promptly whatever the network does (the clients' own shutdown, which talks to
+    /// the servers, goes on in the background; [`live_clients`](Self::live_clients) falls to
+    /// zero when it is done). Dropping the returned future does not stop the close.
     pub async fn force_close_all(&self) -> CloseReport {
-        self.inner.force.send_replace(true);
+        self.inner.closer.force();
         self.close_all(Duration::ZERO).await
     }
 
-    /// Closes every pool, gracefully: new work is refused at once with [`Error::Closed`],
-    /// cursors and sessions in use get up to `deadline` to finish, then the pools are shut
-    /// down without waiting. Idempotent and safe to call concurrently: the first call does the
-    /// work, later ones wait for it and report `already_closed`.
+    /// Closes every pool, gracefully: new work is refused at once with [`Error::Closed`]
+    /// (handles, `run`, change streams, transactions), managed change streams end, operations
+    /// in flight through `run` and the driver's cursors and sessions get up to `deadline` to
+    /// finish, then the pools still busy are shut down without waiting.
+    ///
+    /// The close is carried out by a task the manager owns: dropping this future (a
+    /// `timeout` around it, a cancelled request) does not stop or corrupt it, and every call,
+    /// concurrent or later, waits for that one close and reports its figures (with
+    /// `already_closed` unless it started it). Returns within `deadline` plus a few
+    /// milliseconds whatever the network does; clients shut down without waiting finish in the
+    /// background.
     pub async fn close_all(&self, deadline: Duration) -> CloseReport {
-        let _one_at_a_time = self.inner.closing.lock().await;
-        if self.inner.router.close() {
-            return CloseReport {
-                already_closed: true,
-                ..CloseReport::default()
-            };
-        }
-        // Change streams end first: their consumers see the end rather than an error, and
-        // their cursors no longer hold the pools open.
-        let streams = self.close_all_watches();
-        // The reaper stops first, so it closes nothing under our feet.
-        self.inner.stop_reaper.send_replace(true);
-        let reaper = self
-            .inner
-            .reaper
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(reaper) = reaper {
-            // It stops between passes; a pass never waits on the network.
-            let _ = reaper.await;
-        }
-        // Every pool refuses new work before any waits, then the routing entries and cached
-        // handles (all stale now) are dropped.
-        let taken: Vec<_> = self
-            .inner
-            .router
-            .pools()
-            .into_iter()
-            .map(|pool| {
-                let client = pool.begin_close();
-                (pool, client)
-            })
-            .collect();
-        self.inner.router.clear();
-        for cache in self.inner.models.iter() {
-            cache.clear();
-        }
-        let mut report = CloseReport {
-            change_streams_closed: streams,
-            ..CloseReport::default()
-        };
-        // All pools wait at once, so the whole close takes at most `deadline`.
-        let outcomes = futures_util::future::join_all(taken.into_iter().map(|(pool, client)| {
-            let force = self.inner.force.subscribe();
-            async move { pool.finish_close(client, deadline, force).await }
-        }))
-        .await;
-        for outcome in outcomes {
-            match outcome {
-                Shutdown::NotOpen => {}
-                Shutdown::Graceful => report.pools_closed += 1,
-                Shutdown::Forced => {
-                    report.pools_closed += 1;
-                    report.pools_forced += 1;
-                }
-            }
-        }
-        report.idle_clients_cut = self.inner.router.retiring().force_all().await;
-        tracing::info!(?report, "polymongo closed");
-        report
+        let inner = &self.inner;
+        inner
+            .closer
+            .close(
+                &inner.registry,
+                &inner.env.runtime,
+                &inner.stop_housekeeper,
+                deadline,
+            )
+            .await
     }
 }

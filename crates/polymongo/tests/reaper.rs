@@ -297,9 +297,9 @@ async fn load(items: &polymongo::ModelHandle<Item>, db: &str) {
 }
 
 #[tokio::test]
-async fn new_pool_settings_apply_to_a_live_pool_at_its_next_reopen() {
+async fn a_resized_pool_reopens_at_its_new_size_and_reports_it() {
     let (a, b) = (server().await, server().await);
-    let ttl = Duration::from_millis(50);
+    let ttl = Duration::from_secs(60);
     let poly = PolyMongo::builder()
         .uri(a.uri())
         .db(
@@ -319,8 +319,11 @@ async fn new_pool_settings_apply_to_a_live_pool_at_its_next_reopen() {
         one <= 1 + common::MONITOR_CONNECTIONS,
         "pool of 1 used {one}"
     );
+    assert_eq!(poly.stats().general().dedicated[0].stats.max_size, 1);
 
-    // Reconfigured while open (a handle is alive): the open client keeps its pool of 1.
+    // Resized while open (a handle is alive): the open client of 1 is closed (gracefully, in
+    // the background) and the next use opens a client of 4; the pool never reports a size it
+    // does not have.
     poly.scale()
         .set_db(
             &["resized"],
@@ -331,30 +334,22 @@ async fn new_pool_settings_apply_to_a_live_pool_at_its_next_reopen() {
         )
         .await
         .unwrap();
-    assert_eq!(poly.live_clients(), 1, "same pool, same client");
-    let still_one = peak_connections(&b, load(&items, "resized")).await;
-    assert!(
-        still_one <= 1 + common::MONITOR_CONNECTIONS,
-        "before reopen: {still_one}"
-    );
-
-    // Once idle-closed and reopened, the new size applies.
-    drop(keep);
+    assert_eq!(poly.stats().general().dedicated[0].stats.max_size, 4);
     eventually(
-        "the pool to close for idleness",
+        "the resized pool's old client to shut down",
         Duration::from_secs(10),
-        || async { (poly.open_dedicated_pools() == 0).then_some(()) },
+        || async { (poly.live_clients() == 0).then_some(()) },
     )
     .await;
+    drop(keep);
     let four = peak_connections(&b, load(&items, "resized")).await;
     assert!(
         four <= 4 + common::MONITOR_CONNECTIONS,
         "pool of 4 used {four}"
     );
-    assert!(
-        four > still_one,
-        "the reopened pool is larger: {four} vs {still_one}"
-    );
+    assert!(four > one, "the reopened pool is larger: {four} vs {one}");
+    assert_eq!(poly.stats().general().dedicated[0].stats.max_size, 4);
+    assert_eq!(poly.live_clients(), 1, "one client, of the new size");
     poly.close_all(Duration::from_secs(5)).await;
 }
 
@@ -369,7 +364,7 @@ fn the_reaper_and_the_hook_dispatcher_stop_with_the_manager() {
         let before = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
-        // Cold start: no client, so the manager's only tasks are its reaper and its hook
+        // Cold start: no client, so the manager's only tasks are its housekeeper and its hook
         // dispatcher.
         let poly = common::manager(&server, 2).await;
         let metrics = tokio::runtime::Handle::current().metrics();

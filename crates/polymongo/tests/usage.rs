@@ -139,11 +139,12 @@ async fn scripted_workload(source: UsageAnalytics) {
 }
 
 #[tokio::test]
-async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
+async fn the_ranking_is_bounded_and_forgotten_databases_are_counted_together() {
     let server = server().await;
     let poly = PolyMongo::builder()
         .uri(server.uri())
         .max_tracked_databases(3)
+        .database_idle_timeout(Duration::from_millis(200))
         .build()
         .await
         .unwrap();
@@ -151,12 +152,33 @@ async fn tracked_databases_are_bounded_and_the_rest_is_counted_together() {
         workload(&poly, &format!("bounded_{i}"), 2, 1, 0, 0).await;
     }
     let stats = poly.stats();
-    for i in 0..3 {
+    // Every cached database keeps its own figures; only the ranking is bounded.
+    for i in 0..6 {
         assert_eq!(stats.usage(&format!("bounded_{i}")).unwrap().operations, 3);
     }
-    assert!(stats.usage("bounded_4").is_none());
+    assert_eq!(stats.top_databases(10, TopBy::Operations).len(), 3);
+    // A database busier now than the ranked ones displaces the quietest.
+    workload(&poly, "busy", 8, 2, 0, 0).await;
+    let top = stats.top_databases(10, TopBy::Operations);
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0].database, "busy", "{top:?}");
+    assert_eq!(top[0].recent_operations, 10);
+
+    // Unused past the idle timeout, every database is forgotten with its figures, which move
+    // to the aggregate: nothing is lost from the totals.
+    common::eventually(
+        "the idle databases to be forgotten",
+        Duration::from_secs(10),
+        || async { (poly.cached_databases() == 0).then_some(()) },
+    )
+    .await;
+    for i in 0..6 {
+        assert!(stats.usage(&format!("bounded_{i}")).is_none());
+    }
+    assert!(stats.top_databases(10, TopBy::Operations).is_empty());
     let other = stats.usage(OTHER_DATABASES).unwrap();
-    assert_eq!(other.by_command, counts(&[("insert", 6), ("find", 3)]));
+    assert_eq!(other.by_command, counts(&[("insert", 20), ("find", 8)]));
+    assert_eq!(stats.total_usage().unwrap().operations, 28);
     poly.close_all(Duration::from_secs(5)).await;
 }
 

@@ -1,0 +1,238 @@
+//! Prometheus text exposition of pool and usage figures (feature `metrics`).
+//!
+//! Rendered from the same snapshots as [`Stats`](crate::Stats) at scrape time, so there is no
+//! second set of counters to keep in step, and a render costs O(pools + the usage board),
+//! whatever the number of databases. Label cardinality is bounded: pool series exist only for
+//! pools with an open client (the main pool always; at most the clusters in use plus
+//! `max_dedicated_pools` dedicated pools), the manager-wide gauges sum every pool, and
+//! per-database usage series exist only for the [`MAX_METRIC_DATABASES`] busiest databases of
+//! the last minute or two; everything else is summed under [`OTHER_DATABASES`].
+//!
+//! The format is simple enough that a registry crate would only add a second copy of the
+//! figures; this module writes it directly (text format 0.0.4: `# HELP`, `# TYPE`, escaped
+//! label values).
+
+use std::fmt::Write as _;
+
+use crate::features::stats::{PoolInfo, Stats};
+use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
+
+/// Databases with their own usage series; the others are summed into one.
+pub const MAX_METRIC_DATABASES: usize = 50;
+
+/// The content type of [`render`]'s output, for an HTTP response.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+fn pool_labels(p: &PoolInfo) -> [(&'static str, &str); 2] {
+    let kind = match p.kind {
+        crate::pool::cluster::PoolKind::Shared => "shared",
+        crate::pool::cluster::PoolKind::Dedicated => "dedicated",
+    };
+    [("cluster", p.cluster.as_str()), ("kind", kind)]
+}
+
+/// The figures of `stats` in Prometheus text format:
+/// [`metrics::render`](crate::metrics::render).
+pub(crate) fn render_stats(stats: &Stats<'_>) -> String {
+    let general = stats.general();
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+
+    f.header(
+        "polymongo_live_clients",
+        "gauge",
+        "Driver clients open or shutting down.",
+    );
+    f.sample("polymongo_live_clients", &[], general.live_clients as f64);
+    f.header(
+        "polymongo_active_pools",
+        "gauge",
+        "Pools with an open client.",
+    );
+    f.sample(
+        "polymongo_active_pools",
+        &[],
+        general.total_active_pools as f64,
+    );
+    f.header(
+        "polymongo_databases_in_use",
+        "gauge",
+        "Databases resolved and routed.",
+    );
+    f.sample(
+        "polymongo_databases_in_use",
+        &[],
+        general.databases_in_use as f64,
+    );
+    f.header(
+        "polymongo_change_streams",
+        "gauge",
+        "Managed change streams open.",
+    );
+    f.sample(
+        "polymongo_change_streams",
+        &[],
+        general.change_streams as f64,
+    );
+
+    let pools: Vec<&PoolInfo> = std::iter::once(&general.primary)
+        .chain(
+            general
+                .other_clusters
+                .iter()
+                .chain(&general.dedicated)
+                .filter(|p| p.state != crate::pool::cluster::ConnectionState::Disconnected),
+        )
+        .collect();
+    type Pick = fn(&PoolInfo) -> f64;
+    let families: [(&str, &str, &str, Pick); 8] = [
+        (
+            "polymongo_pool_connections",
+            "gauge",
+            "Pooled connections (monitoring connections excluded).",
+            |p| p.stats.total as f64,
+        ),
+        (
+            "polymongo_pool_connections_in_use",
+            "gauge",
+            "Connections checked out.",
+            |p| p.stats.in_use as f64,
+        ),
+        (
+            "polymongo_pool_wait_queue",
+            "gauge",
+            "Operations waiting for a connection.",
+            |p| p.stats.wait_queue as f64,
+        ),
+        (
+            "polymongo_pool_max_size",
+            "gauge",
+            "Maximum pool size.",
+            |p| f64::from(p.stats.max_size),
+        ),
+        (
+            "polymongo_pool_checkouts_total",
+            "counter",
+            "Connections checked out.",
+            |p| p.stats.checkouts as f64,
+        ),
+        (
+            "polymongo_pool_checkout_failures_total",
+            "counter",
+            "Failed checkouts.",
+            |p| p.stats.checkout_failures as f64,
+        ),
+        (
+            "polymongo_pool_checkout_wait_max_seconds",
+            "gauge",
+            "Longest checkout wait.",
+            |p| p.stats.checkout_wait_max_us as f64 / 1e6,
+        ),
+        (
+            "polymongo_pool_clears_total",
+            "counter",
+            "Pool clears after errors.",
+            |p| p.stats.pool_clears as f64,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        f.header(name, kind, help);
+        for p in &pools {
+            f.sample(name, &pool_labels(p), pick(p));
+        }
+    }
+
+    if let Some(total) = stats.total_usage() {
+        let mut shown = stats.top_databases(MAX_METRIC_DATABASES, TopBy::Operations);
+        // Everything not shown, so each family sums to the manager's total.
+        let mut rest = UsageStats {
+            database: OTHER_DATABASES.to_owned(),
+            ..total
+        };
+        for u in &shown {
+            rest.operations = rest.operations.saturating_sub(u.operations);
+            rest.errors = rest.errors.saturating_sub(u.errors);
+            rest.total_time_us = rest.total_time_us.saturating_sub(u.total_time_us);
+            for (k, v) in &u.by_command {
+                if let Some(r) = rest.by_command.get_mut(k) {
+                    *r = r.saturating_sub(*v);
+                }
+            }
+        }
+        rest.by_command.retain(|_, v| *v > 0);
+        if rest.operations > 0 {
+            shown.push(rest);
+        }
+        let name = "polymongo_db_commands_total";
+        f.header(name, "counter", "Commands sent, by database and command.");
+        for u in &shown {
+            for (command, n) in &u.by_command {
+                f.sample(
+                    name,
+                    &[("database", &u.database), ("command", command)],
+                    *n as f64,
+                );
+            }
+        }
+        let name = "polymongo_db_errors_total";
+        f.header(name, "counter", "Commands that failed, by database.");
+        for u in &shown {
+            f.sample(name, &[("database", &u.database)], u.errors as f64);
+        }
+        let name = "polymongo_db_command_seconds_total";
+        f.header(name, "counter", "Time spent in commands, by database.");
+        for u in &shown {
+            f.sample(
+                name,
+                &[("database", &u.database)],
+                u.total_time_us as f64 / 1e6,
+            );
+        }
+        let name = "polymongo_db_command_latency_seconds";
+        f.header(
+            name,
+            "gauge",
+            "Command latency quantiles (histogram upper bounds), by database.",
+        );
+        for u in &shown {
+            for (q, v) in [("0.5", u.p50_us), ("0.95", u.p95_us), ("0.99", u.p99_us)] {
+                f.sample(
+                    name,
+                    &[("database", &u.database), ("quantile", q)],
+                    v as f64 / 1e6,
+                );
+            }
+        }
+    }
+    out
+}

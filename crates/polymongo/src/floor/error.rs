@@ -1,0 +1,334 @@
+//! The one error type of the crate.
+//!
+//! Every variant names what went wrong and where (the option field, the database name, the
+//! cluster with its password redacted). Driver errors are kept whole as the `source()` so their
+//! labels and kinds stay available, and [`Error::is_retryable`] answers the question a caller
+//! usually has.
+
+use std::time::Duration;
+
+use mongodb::error::{
+    ErrorKind as DriverKind, RETRYABLE_ERROR, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR,
+};
+
+use crate::floor::name::NameRule;
+
+/// `Result` with [`Error`] as its error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in polymongo.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An option is invalid. Raised by [`PolyMongoBuilder::build`](crate::PolyMongoBuilder::build)
+    /// before anything connects.
+    #[error("invalid option `{field}`: {message}")]
+    Config {
+        /// The option's name, as in the builder and the configuration file (`uri`, `max_pool_size`…).
+        field: &'static str,
+        /// What is wrong with it. Never contains a password.
+        message: String,
+    },
+
+    /// The configuration of one database is invalid or conflicts with another.
+    #[error("invalid configuration of database {database:?}: `{field}` {message}")]
+    DbConfig {
+        /// The database the configuration is for.
+        database: String,
+        /// The [`DbConfig`](crate::DbConfig) field (`uri`, `max_connections`, `ttl`…).
+        field: &'static str,
+        /// What is wrong with it. Never contains a password.
+        message: String,
+    },
+
+    /// A database or collection name that MongoDB would refuse.
+    #[error("invalid {what} name {name:?}: {rule}")]
+    InvalidName {
+        /// `"database"` or `"collection"`.
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        rule: NameRule,
+    },
+
+    /// The cluster could not be reached (server selection failed, the network broke).
+    #[error("cannot reach cluster {cluster}: {source}")]
+    Connection {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
+    /// An operation of the library did not finish in time.
+    #[error("timed out after {after:?} while {during}")]
+    Timeout {
+        /// What was being done.
+        during: &'static str,
+        /// The bound that was exceeded.
+        after: Duration,
+    },
+
+    /// A database with `max_concurrent_ops` had no free slot: none was free now (`db`) or
+    /// none came free within its `queue_timeout` (`acquire`).
+    #[error("database {database:?} is at its limit of {limit} concurrent operations (waited {waited:?})")]
+    Saturated {
+        /// The database.
+        database: String,
+        /// Its `max_concurrent_ops`.
+        limit: u32,
+        /// How long the call waited.
+        waited: Duration,
+    },
+
+    /// Every connection of a pool stayed busy for the whole `wait_queue_timeout`.
+    #[error(
+        "pool of {cluster} exhausted: all {max_pool_size} connections stayed busy for {waited:?}"
+    )]
+    PoolExhausted {
+        /// The pool's cluster, password redacted.
+        cluster: String,
+        /// Its size.
+        max_pool_size: u32,
+        /// How long the operation waited.
+        waited: Duration,
+    },
+
+    /// The cluster refused the credentials.
+    #[error("authentication to {cluster} failed: {source}")]
+    Authentication {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
+    /// The manager was closed by [`PolyMongo::close_all`](crate::PolyMongo::close_all); it hands
+    /// out no new work.
+    #[error("polymongo is closed: no new operations are accepted")]
+    Closed,
+
+    /// A transaction named databases served by different pools (other clusters, or a dedicated
+    /// pool and another): one session cannot span them. Raised before anything is sent.
+    #[error("databases {first:?} ({first_pool}) and {second:?} ({second_pool}) are served by different pools: one transaction cannot span them")]
+    CrossPool {
+        /// The transaction's first database.
+        first: String,
+        /// Its pool: kind and cluster (password redacted).
+        first_pool: String,
+        /// A database served by another pool.
+        second: String,
+        /// That pool.
+        second_pool: String,
+    },
+
+    /// The deployment cannot run transactions (a standalone server: MongoDB runs them on
+    /// replica sets and sharded clusters only).
+    #[error("cluster {cluster} does not support transactions: {reason}")]
+    TransactionsUnsupported {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// What the driver or the server said.
+        reason: String,
+    },
+
+    /// A dump (the format of [`bulk`](crate::bulk)) cannot be read at `line`.
+    #[error("dump line {line}: {problem}")]
+    Dump {
+        /// The line, from 1.
+        line: u64,
+        /// What is wrong there.
+        problem: crate::floor::bulk_report::DumpProblem,
+    },
+
+    /// An import or copy stopped before the end. The report says what was written, what
+    /// failed, and where it stopped.
+    #[error("import stopped: {0}")]
+    Import(Box<crate::floor::bulk_report::ImportReport>),
+
+    /// Reading or writing a stream failed (a dump file, a pipe).
+    #[error("I/O error while {during}: {source}")]
+    Io {
+        /// What was being done.
+        during: &'static str,
+        /// The error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+
+    /// No tokio runtime was running where one was needed (building the manager).
+    #[error("polymongo needs a tokio runtime: build it from async code running on tokio")]
+    NoRuntime,
+
+    /// Any other error from the driver or the server.
+    #[error(transparent)]
+    Driver(#[from] mongodb::error::Error),
+}
+
+/// The kind of an [`Error`], for matching without destructuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::Config`] and [`Error::DbConfig`].
+    Config,
+    /// See [`Error::InvalidName`].
+    InvalidName,
+    /// See [`Error::Connection`].
+    Connection,
+    /// See [`Error::Timeout`].
+    Timeout,
+    /// See [`Error::Saturated`].
+    Saturated,
+    /// See [`Error::PoolExhausted`].
+    PoolExhausted,
+    /// See [`Error::Authentication`].
+    Authentication,
+    /// See [`Error::Closed`].
+    Closed,
+    /// See [`Error::CrossPool`] and [`Error::TransactionsUnsupported`].
+    Transaction,
+    /// See [`Error::Dump`] and [`Error::Import`].
+    Bulk,
+    /// See [`Error::Io`].
+    Io,
+    /// See [`Error::NoRuntime`].
+    NoRuntime,
+    /// See [`Error::Driver`].
+    Driver,
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. } | Error::DbConfig { .. } => ErrorKind::Config,
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Saturated { .. } => ErrorKind::Saturated,
+            Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            Error::Authentication { .. } => ErrorKind::Authentication,
+            Error::Closed => ErrorKind::Closed,
+            Error::CrossPool { .. } | Error::TransactionsUnsupported { .. } => {
+                ErrorKind::Transaction
+            }
+            Error::Dump { .. } | Error::Import(_) => ErrorKind::Bulk,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::NoRuntime => ErrorKind::NoRuntime,
+            Error::Driver(_) => ErrorKind::Driver,
+        }
+    }
+
+    /// Whether trying the same thing again may succeed: the network or the cluster failed, a
+    /// bound was hit, or the driver labelled the error retryable or transient.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connection { .. } | Error::Timeout { .. } | Error::Saturated { .. } => true,
+            Error::Io { .. } | Error::PoolExhausted { .. } => true,
+            Error::Driver(e) => driver_is_retryable(e),
+            Error::Config { .. }
+            | Error::DbConfig { .. }
+            | Error::InvalidName { .. }
+            | Error::Closed
+            | Error::Authentication { .. }
+            | Error::CrossPool { .. }
+            | Error::TransactionsUnsupported { .. }
+            | Error::Dump { .. }
+            | Error::Import(_)
+            | Error::NoRuntime => false,
+        }
+    }
+
+    /// The driver's error, when this error came from the driver.
+    pub fn driver_error(&self) -> Option<&mongodb::error::Error> {
+        match self {
+            Error::Connection { source, .. } | Error::Authentication { source, .. } => Some(source),
+            Error::Driver(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Classifies a driver error met while talking to `cluster` (already redacted).
+    pub(crate) fn from_driver(source: mongodb::error::Error, cluster: &str) -> Self {
+        if matches!(*source.kind, DriverKind::Authentication { .. }) {
+            return Error::Authentication {
+                cluster: cluster.to_owned(),
+                source,
+            };
+        }
+        if driver_is_unreachable(&source) {
+            Error::Connection {
+                cluster: cluster.to_owned(),
+                source,
+            }
+        } else {
+            Error::Driver(source)
+        }
+    }
+}
+
+/// Lets `?` turn a polymongo error into the driver's inside a transaction's closure
+/// ([`Transaction::run`](crate::Transaction::run)). Driver errors come back as they were, labels
+/// included, so the driver's retry rules still see them; any other error travels as a custom
+/// driver error and `run` returns it unchanged.
+impl From<Error> for mongodb::error::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Driver(source)
+            | Error::Connection { source, .. }
+            | Error::Authentication { source, .. } => source,
+            other => mongodb::error::Error::custom(Carried::new(other)),
+        }
+    }
+}
+
+/// A polymongo error returned with `?` from a transaction's closure, carried through the
+/// driver's error type and taken back out by [`Carried::take_from`].
+#[derive(Debug)]
+pub(crate) struct Carried(std::sync::Mutex<Option<Error>>);
+
+impl Carried {
+    pub(crate) fn new(error: Error) -> Self {
+        Self(std::sync::Mutex::new(Some(error)))
+    }
+
+    /// The polymongo error `e` carries, if it carries one (taken out: a second call finds
+    /// nothing).
+    pub(crate) fn take_from(e: &mongodb::error::Error) -> Option<Error> {
+        e.get_custom::<Carried>()?
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+fn driver_is_unreachable(e: &mongodb::error::Error) -> bool {
+    matches!(
+        *e.kind,
+        DriverKind::ServerSelection { .. }
+            | DriverKind::Io(_)
+            | DriverKind::ConnectionPoolCleared { .. }
+    )
+}
+
+/// Server error codes after which the same command may succeed (the retryable-reads
+/// specification's list: primary stepped down, node recovering or shutting down, host
+/// unreachable, network timeout, exceeded time limit…).
+const RETRYABLE_CODES: [i32; 13] = [
+    11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 134, 262,
+];
+
+fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
+    if driver_is_unreachable(e)
+        || e.contains_label(RETRYABLE_WRITE_ERROR)
+        || e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || e.contains_label(RETRYABLE_ERROR)
+    {
+        return true;
+    }
+    matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+}

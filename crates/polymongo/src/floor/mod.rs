@@ -1,0 +1,10 @@
+//! The floor: what every other layer stands on and that stands on nothing — the error type
+//! (and the data it carries), database and collection names, URI redaction, and the options.
+//! No I/O, no state.
+
+pub(crate) mod bulk_report;
+pub(crate) mod config;
+pub(crate) mod db_config;
+pub(crate) mod error;
+pub(crate) mod name;
+pub(crate) mod redact;

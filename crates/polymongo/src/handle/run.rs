@@ -1,0 +1,142 @@
+//! Counted operations: [`DbHandle::run`] runs one driver operation with its accounting —
+//! in flight for a graceful close, the pool's connection slot (the wait queue and its bound),
+//! usage analytics and a tracing span — all released by guards, so a dropped operation leaves
+//! every figure at rest.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mongodb::Collection;
+use tracing::Instrument;
+
+use crate::floor::error::{Error, Result};
+use crate::handle::model::DbHandle;
+use crate::registry::usage::{self, DbUsage, Usage, UsageAnalytics};
+
+impl<T: Send + Sync> DbHandle<T> {
+    /// Runs one driver operation on this handle's collection, counted in the database's
+    /// [usage analytics](crate::Stats::usage) and traced in a `polymongo.op` span.
+    ///
+    /// `op` builds the operation with every option the driver offers; `run` awaits it. The
+    /// operation's kind (`find`, `insert`, `update`, `delete`, `aggregate`, `count`, else
+    /// `other`) is read from the driver's action type, so a closure returning an `async` block
+    /// of several calls counts once, as `other`. Its latency is what the caller waits,
+    /// pool checkout included. An operation dropped before it finishes (a cancelled request)
+    /// still leaves `in_flight`, and is counted as finished, not failed.
+    ///
+    /// Calling the operation on the handle directly (`handle.find_one(f).await`) works the
+    /// same but is not counted, unless the manager counts every command
+    /// ([`UsageAnalytics::Commands`]); with that source `run` does not count again.
+    ///
+    /// ```no_run
+    /// # use mongodb::bson::doc;
+    /// # #[derive(serde::Deserialize)] struct User { name: String }
+    /// # impl polymongo::Model for User { const COLLECTION: &'static str = "users"; }
+    /// # async fn f(users: polymongo::ModelHandle<User>) -> polymongo::Result<()> {
+    /// let alice: Option<User> = users
+    ///     .db("tenant_1")?
+    ///     .run(|c| c.find_one(doc! { "name": "alice" }).projection(doc! { "name": 1 }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With the `wait_queue_timeout` option, the operation first waits at most that long for
+    /// one of its pool's connections to be free.
+    ///
+    /// Safe to drop at any await: the in-flight count, the usage figures, the pool's wait
+    /// queue and the connection slot are all released by guards.
+    ///
+    /// When a close stops waiting (its deadline passed, or
+    /// [`force_close_all`](crate::PolyMongo::force_close_all)), an operation still running
+    /// through `run` is cut and returns [`Error::Closed`](crate::Error::Closed), which is not
+    /// retryable: a write cut this way may or may not have been applied. Operations called
+    /// directly on the collection are not cut; on a network that stopped answering they wait
+    /// for the driver.
+    ///
+    /// An operation running through `run` counts as work in flight:
+    /// [`close_all`](crate::PolyMongo::close_all) lets it finish (up to its deadline), and a
+    /// `run` started after the close began is refused with [`Error::Closed`](crate::Error::Closed).
+    ///
+    /// # Errors
+    /// The operation's driver error as [`Error::Driver`](crate::Error::Driver) (retryable
+    /// labels kept, credentials removed), [`Error::PoolExhausted`](crate::Error::PoolExhausted)
+    /// when the pool stayed busy for `wait_queue_timeout`.
+    pub async fn run<'a, A, R>(&'a self, op: impl FnOnce(&'a Collection<T>) -> A) -> Result<R>
+    where
+        A: IntoFuture<Output = mongodb::error::Result<R>>,
+    {
+        let entry = &self.lease.entry;
+        // Counted in flight, so a graceful close lets it finish (and refused once a close
+        // has begun).
+        let _in_flight = entry.pool.begin_operation()?;
+        let command = usage::command_index::<A>();
+        let span = tracing::debug_span!(
+            "polymongo.op",
+            database = entry.name(),
+            collection = self.collection.name(),
+            op = usage::command_name(command),
+        );
+        let mut counted = match entry.usage() {
+            Some((sink, db)) if sink.source() == UsageAnalytics::Operations => {
+                sink.started(db, command);
+                Some(Counted {
+                    sink,
+                    db,
+                    started: Instant::now(),
+                    failed: false,
+                })
+            }
+            _ => None,
+        };
+        // Held for the operation: the pool's wait queue counts this call while it waits, and
+        // with `wait_queue_timeout` a busy pool makes it wait at most that long (the driver's
+        // own queue has no bound).
+        let _connection = match entry.pool.connection_slot().await {
+            Ok(permit) => permit,
+            Err(e) => {
+                if let Some(c) = &mut counted {
+                    c.failed = true;
+                }
+                return Err(e);
+            }
+        };
+        let operation = op(&self.collection).into_future().instrument(span.clone());
+        // A close that stops waiting cuts the operation: dropping it drops its connection.
+        let result = tokio::select! {
+            biased;
+            result = operation => result,
+            () = entry.pool.cut() => {
+                if let Some(c) = &mut counted {
+                    c.failed = true;
+                }
+                tracing::debug!(parent: &span, "operation cut by the close; its outcome is unknown");
+                return Err(Error::Closed);
+            }
+        };
+        if let Some(c) = &mut counted {
+            c.failed = result.is_err();
+        }
+        drop(counted);
+        result.map_err(|e| {
+            let e = Error::from_driver(e, entry.pool.label());
+            tracing::debug!(parent: &span, error = %e, "operation failed");
+            e
+        })
+    }
+}
+
+/// One operation in flight, reported when it finishes or is dropped.
+struct Counted<'a> {
+    sink: &'a Arc<Usage>,
+    db: &'a Arc<DbUsage>,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.sink
+            .finished(self.db, self.started.elapsed(), self.failed);
+    }
+}

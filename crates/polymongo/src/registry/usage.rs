@@ -1,0 +1,594 @@
+//! Per-database usage analytics: operations by kind, errors, latency percentiles, time spent,
+//! last use, and the busiest databases of the last minute or two.
+//!
+//! Every registry entry counts its own database's operations ([`DbUsage`], made on the first
+//! counted operation), so the figures live and die with the entry: a database forgotten for
+//! idleness takes its figures along, and its totals are folded into [`OTHER_DATABASES`]. Two
+//! sources, chosen by [`UsageAnalytics`]:
+//!
+//! - **operations** (the default): each [`DbHandle::run`](crate::DbHandle::run) call is
+//!   counted and timed around the driver operation it runs — a few atomic adds and two clock
+//!   reads per operation.
+//! - **commands**: every command of every client, from the driver's command events, matched
+//!   to its end by the connection that carries it (a cancelled command ends when its
+//!   connection comes back or closes). Complete, but the driver then builds a full event for
+//!   every command, which doubles client-side CPU (`benches/monitoring.rs`).
+//!
+//! **The busiest now.** Each database also counts its operations and time in one-minute
+//! windows (this one and the last). A bounded [`Board`] of `max_tracked_databases` ranks the
+//! busiest by that recent count: a database whose recent count passes the quietest member's
+//! takes its place, so a database that becomes busy late reaches
+//! [`top_databases`](crate::Stats::top_databases) at once, however many came before it. The
+//! board is all `top_databases` and the metrics read: their cost is bounded by the board,
+//! not by the number of databases.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub use crate::floor::config::UsageAnalytics;
+
+/// The name under which figures of databases no longer cached (and, with the commands
+/// source, of commands on databases never cached) are summed.
+pub const OTHER_DATABASES: &str = "(other databases)";
+
+/// Length of one window of the recent figures: a database's recent count covers this window
+/// and the one before.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Commands counted by name (the ones that make up nearly all traffic); anything else is
+/// counted as `other`. Few on purpose: each costs 8 bytes per database.
+const COMMANDS: [&str; 7] = [
+    "find",
+    "getMore",
+    "insert",
+    "update",
+    "delete",
+    "aggregate",
+    "count",
+];
+const OTHER: usize = COMMANDS.len();
+
+/// The counter an operation of the driver's action type `A` is counted under (`other` for
+/// anything that is not one of the driver's common actions, an `async` block for instance).
+pub(crate) fn command_index<A>() -> usize {
+    let name = std::any::type_name::<A>();
+    let Some(path) = name.strip_prefix("mongodb::action::") else {
+        return OTHER;
+    };
+    let path = path.split('<').next().unwrap_or(path);
+    let action = path.rsplit("::").next().unwrap_or(path);
+    let command = match action {
+        "Find" | "FindOne" => "find",
+        "InsertOne" | "InsertMany" => "insert",
+        "Update" | "ReplaceOne" => "update",
+        "Delete" => "delete",
+        "Aggregate" => "aggregate",
+        "CountDocuments" | "EstimatedDocumentCount" => "count",
+        _ => return OTHER,
+    };
+    COMMANDS.iter().position(|c| *c == command).unwrap_or(OTHER)
+}
+
+/// The counter a command of the driver's command events is counted under.
+pub(crate) fn command_index_by_name(name: &str) -> usize {
+    COMMANDS.iter().position(|c| *c == name).unwrap_or(OTHER)
+}
+
+/// The counter's name, for logs and spans.
+pub(crate) fn command_name(index: usize) -> &'static str {
+    COMMANDS.get(index).copied().unwrap_or("other")
+}
+
+/// Two buckets per power of two of microseconds, from 1 µs to about 67 s (longer commands
+/// land in the last bucket).
+const BUCKETS: usize = 52;
+
+fn bucket(d: Duration) -> usize {
+    let us = d.as_micros().max(1) as u64;
+    let octave = 63 - us.leading_zeros() as usize; // floor(log2)
+    let half = usize::from(octave > 0 && (us >> (octave - 1)) & 1 == 1);
+    (octave * 2 + half).min(BUCKETS - 1)
+}
+
+/// Upper bound of a bucket, in microseconds.
+fn bucket_ceiling(i: usize) -> u64 {
+    let octave = i / 2;
+    let base = 1u64 << octave;
+    if i.is_multiple_of(2) {
+        base + base / 2
+    } else {
+        base * 2
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of one database (or of an aggregate).
+pub(crate) struct DbUsage {
+    name: Box<str>,
+    ops: [AtomicU64; COMMANDS.len() + 1],
+    errors: AtomicU64,
+    in_flight: AtomicU64,
+    total_us: AtomicU64,
+    latency: [AtomicU32; BUCKETS],
+    last_used_ms: AtomicU64,
+    /// The window `current_*` count in (index since the clock's origin).
+    window: AtomicU64,
+    current_ops: AtomicU64,
+    current_us: AtomicU64,
+    previous_ops: AtomicU64,
+    previous_us: AtomicU64,
+    /// Whether the board lists it now.
+    on_board: AtomicBool,
+    /// Set when its entry is dropped: the board forgets it.
+    gone: AtomicBool,
+}
+
+impl DbUsage {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ops: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            total_us: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU32::new(0)),
+            last_used_ms: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            current_ops: AtomicU64::new(0),
+            current_us: AtomicU64::new(0),
+            previous_ops: AtomicU64::new(0),
+            previous_us: AtomicU64::new(0),
+            on_board: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        }
+    }
+
+    /// Moves the windows on to `now` if time has passed since the last count. Racing
+    /// rotations may misplace a few counts between two windows; the recent figures are a
+    /// ranking signal, the totals stay exact.
+    fn rotate(&self, now: u64) {
+        let seen = self.window.load(Ordering::Relaxed);
+        if seen == now
+            || self
+                .window
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (ops, us) = (
+            self.current_ops.swap(0, Ordering::Relaxed),
+            self.current_us.swap(0, Ordering::Relaxed),
+        );
+        let adjacent = now == seen + 1;
+        self.previous_ops
+            .store(if adjacent { ops } else { 0 }, Ordering::Relaxed);
+        self.previous_us
+            .store(if adjacent { us } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Operations and microseconds of this window and the last, as of window `now`.
+    fn recent(&self, now: u64) -> (u64, u64) {
+        let seen = self.window.load(Ordering::Relaxed);
+        let current = (
+            self.current_ops.load(Ordering::Relaxed),
+            self.current_us.load(Ordering::Relaxed),
+        );
+        if seen == now {
+            (
+                current.0 + self.previous_ops.load(Ordering::Relaxed),
+                current.1 + self.previous_us.load(Ordering::Relaxed),
+            )
+        } else if seen + 1 == now {
+            current
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Counts the start of one operation of kind `command`.
+    pub(crate) fn started(&self, command: usize, window: u64) {
+        self.rotate(window);
+        self.ops[command.min(OTHER)].fetch_add(1, Ordering::Relaxed);
+        self.current_ops.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts the end of an operation counted by [`started`](Self::started).
+    pub(crate) fn finished(&self, duration: Duration, failed: bool) {
+        let us = duration.as_micros() as u64;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.current_us.fetch_add(us, Ordering::Relaxed);
+        self.latency[bucket(duration)].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `other`'s totals to these (an entry forgotten, folded into the aggregate).
+    fn absorb(&self, other: &DbUsage) {
+        for (mine, theirs) in self.ops.iter().zip(&other.ops) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for (mine, theirs) in self.latency.iter().zip(&other.latency) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.errors
+            .fetch_add(other.errors.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.total_us
+            .fetch_add(other.total_us.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.last_used_ms.fetch_max(
+            other.last_used_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn percentile(counts: &[u32; BUCKETS], total: u64, p: f64) -> u64 {
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, c) in counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= rank {
+                return bucket_ceiling(i);
+            }
+        }
+        bucket_ceiling(BUCKETS - 1)
+    }
+
+    pub(crate) fn snapshot(&self, window: u64) -> UsageStats {
+        let counts: [u32; BUCKETS] =
+            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed));
+        let timed: u64 = counts.iter().map(|c| u64::from(*c)).sum();
+        let by_command = COMMANDS
+            .iter()
+            .copied()
+            .chain(std::iter::once("other"))
+            .zip(&self.ops)
+            .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.to_owned(), n))
+            .collect();
+        let last = self.last_used_ms.load(Ordering::Relaxed);
+        let (recent_operations, recent_time_us) = self.recent(window);
+        UsageStats {
+            database: self.name.to_string(),
+            operations: self.ops.iter().map(|n| n.load(Ordering::Relaxed)).sum(),
+            by_command,
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            total_time_us: self.total_us.load(Ordering::Relaxed),
+            recent_operations,
+            recent_time_us,
+            p50_us: Self::percentile(&counts, timed, 0.50),
+            p95_us: Self::percentile(&counts, timed, 0.95),
+            p99_us: Self::percentile(&counts, timed, 0.99),
+            last_used: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
+        }
+    }
+}
+
+/// Usage of one database: [`Stats::usage`](crate::Stats::usage),
+/// [`Stats::top_databases`](crate::Stats::top_databases).
+///
+/// Totals count since the database was last cached (a database forgotten for idleness starts
+/// again from zero; its earlier totals are in [`OTHER_DATABASES`]). Percentiles come from a
+/// histogram with two buckets per power of two: each is the upper bound of its bucket, at most
+/// 50 % above the true value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct UsageStats {
+    /// The database (or [`OTHER_DATABASES`]).
+    pub database: String,
+    /// Operations counted: [`DbHandle::run`](crate::DbHandle::run) calls, or with
+    /// [`UsageAnalytics::Commands`] commands sent (a cursor's `getMore`s count one each).
+    pub operations: u64,
+    /// Operations by kind (`find`, `insert`, `update`, `delete`, `aggregate`, `count`,
+    /// `getMore` (commands only), `other`), only those seen.
+    pub by_command: std::collections::BTreeMap<String, u64>,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Operations started and not yet finished.
+    pub in_flight: u64,
+    /// Time spent in finished operations, in microseconds.
+    pub total_time_us: u64,
+    /// Operations started in this minute and the one before (see [`RECENT_WINDOW`]): what
+    /// [`TopBy::Operations`] ranks by.
+    pub recent_operations: u64,
+    /// Time spent in operations that finished in this minute and the one before, in
+    /// microseconds: what [`TopBy::Time`] ranks by.
+    pub recent_time_us: u64,
+    /// Median latency, in microseconds.
+    pub p50_us: u64,
+    /// 95th percentile, in microseconds.
+    pub p95_us: u64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: u64,
+    /// When an operation last started.
+    pub last_used: Option<SystemTime>,
+}
+
+/// How [`Stats::top_databases`](crate::Stats::top_databases) ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBy {
+    /// Most operations recently.
+    Operations,
+    /// Most time spent in operations recently.
+    Time,
+}
+
+/// The manager-wide side of usage analytics: the clock of the windows, the board of the
+/// busiest databases, the aggregate of forgotten ones, and the grand total.
+pub(crate) struct Usage {
+    source: UsageAnalytics,
+    origin: Instant,
+    board: Mutex<Vec<Arc<DbUsage>>>,
+    capacity: usize,
+    /// The quietest member's recent count while the board is full (0 otherwise): a database
+    /// must pass it to enter.
+    threshold: AtomicU64,
+    other: DbUsage,
+    total: DbUsage,
+}
+
+impl Usage {
+    pub(crate) fn new(capacity: usize, source: UsageAnalytics) -> Self {
+        Self {
+            source,
+            origin: Instant::now(),
+            board: Mutex::new(Vec::new()),
+            capacity,
+            threshold: AtomicU64::new(0),
+            other: DbUsage::new(OTHER_DATABASES),
+            total: DbUsage::new("(all databases)"),
+        }
+    }
+
+    pub(crate) fn source(&self) -> UsageAnalytics {
+        self.source
+    }
+
+    /// The current window's index.
+    pub(crate) fn window(&self) -> u64 {
+        self.origin.elapsed().as_secs() / RECENT_WINDOW.as_secs()
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, Vec<Arc<DbUsage>>> {
+        self.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the start of an operation on `db` (and in the grand total).
+    pub(crate) fn started(&self, db: &Arc<DbUsage>, command: usize) {
+        let window = self.window();
+        db.started(command, window);
+        self.total.started(command, window);
+    }
+
+    /// Counts the end of an operation on `db`, and offers `db` to the board.
+    pub(crate) fn finished(&self, db: &Arc<DbUsage>, duration: Duration, failed: bool) {
+        db.finished(duration, failed);
+        self.total.finished(duration, failed);
+        self.offer(db);
+    }
+
+    /// Counts the start of a command on a database that has no entry, in the aggregate.
+    pub(crate) fn started_other(&self, command: usize) {
+        let window = self.window();
+        self.other.started(command, window);
+        self.total.started(command, window);
+    }
+
+    /// Counts the end of a command counted by [`started_other`](Self::started_other).
+    pub(crate) fn finished_other(&self, duration: Duration, failed: bool) {
+        self.other.finished(duration, failed);
+        self.total.finished(duration, failed);
+    }
+
+    /// Puts `db` on the board if it is busier now than the quietest member.
+    fn offer(&self, db: &Arc<DbUsage>) {
+        if db.on_board.load(Ordering::Relaxed) {
+            return;
+        }
+        let window = self.window();
+        let recent = db.recent(window).0;
+        if recent <= self.threshold.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut board = self.board();
+        if db.on_board.load(Ordering::Relaxed) || db.gone.load(Ordering::Relaxed) {
+            return;
+        }
+        board.retain(|m| !m.gone.load(Ordering::Relaxed));
+        if board.len() < self.capacity {
+            db.on_board.store(true, Ordering::Relaxed);
+            board.push(Arc::clone(db));
+        } else {
+            let Some((quietest, count)) = board
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i, m.recent(window).0))
+                .min_by_key(|(_, c)| *c)
+            else {
+                return;
+            };
+            if recent <= count {
+                self.threshold.store(count, Ordering::Relaxed);
+                return;
+            }
+            board[quietest].on_board.store(false, Ordering::Relaxed);
+            db.on_board.store(true, Ordering::Relaxed);
+            board[quietest] = Arc::clone(db);
+        }
+        self.set_threshold(&board, window);
+    }
+
+    fn set_threshold(&self, board: &[Arc<DbUsage>], window: u64) {
+        let threshold = if board.len() < self.capacity {
+            0
+        } else {
+            board.iter().map(|m| m.recent(window).0).min().unwrap_or(0)
+        };
+        self.threshold.store(threshold, Ordering::Relaxed);
+    }
+
+    /// Forgets members whose entry is gone and lowers the entry bar as windows pass (the
+    /// members' recent counts fall): called by the housekeeping pass. O(board).
+    pub(crate) fn refresh(&self) {
+        let window = self.window();
+        let mut board = self.board();
+        board.retain(|m| !m.gone.load(Ordering::Relaxed));
+        self.set_threshold(&board, window);
+    }
+
+    /// An entry is dropped: its figures join the aggregate and it leaves the board.
+    pub(crate) fn forget(&self, db: &DbUsage) {
+        db.gone.store(true, Ordering::Relaxed);
+        self.other.absorb(db);
+    }
+
+    /// The aggregate of forgotten databases.
+    pub(crate) fn other_stats(&self) -> UsageStats {
+        self.other.snapshot(self.window())
+    }
+
+    /// Figures of every database, summed.
+    pub(crate) fn total_stats(&self) -> UsageStats {
+        self.total.snapshot(self.window())
+    }
+
+    /// The `n` busiest databases on the board now.
+    pub(crate) fn top(&self, n: usize, by: TopBy) -> Vec<UsageStats> {
+        let window = self.window();
+        let members: Vec<Arc<DbUsage>> = self.board().clone();
+        let mut all: Vec<UsageStats> = members
+            .iter()
+            .filter(|m| !m.gone.load(Ordering::Relaxed))
+            .map(|m| m.snapshot(window))
+            .filter(|u| u.operations > 0)
+            .collect();
+        match by {
+            TopBy::Operations => {
+                all.sort_by_key(|u| std::cmp::Reverse((u.recent_operations, u.recent_time_us)))
+            }
+            TopBy::Time => {
+                all.sort_by_key(|u| std::cmp::Reverse((u.recent_time_us, u.recent_operations)))
+            }
+        }
+        all.truncate(n);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_and_bound_their_values() {
+        for us in [
+            1u64, 2, 3, 5, 7, 100, 999, 1_500, 123_456, 10_000_000, 60_000_000,
+        ] {
+            let b = bucket(Duration::from_micros(us));
+            assert!(bucket_ceiling(b) >= us, "{us} -> {b}");
+            assert!(bucket_ceiling(b) <= us * 2, "{us} -> {}", bucket_ceiling(b));
+        }
+        assert_eq!(bucket(Duration::from_secs(1 << 20)), BUCKETS - 1);
+    }
+
+    #[test]
+    fn driver_actions_map_to_their_command() {
+        type C = mongodb::Collection<mongodb::bson::Document>;
+        fn of<'a, A>(_: impl FnOnce(&'a C) -> A) -> &'static str {
+            command_name(command_index::<A>())
+        }
+        let d = mongodb::bson::doc! {};
+        assert_eq!(of(|c| c.find_one(d.clone())), "find");
+        assert_eq!(of(|c| c.find(d.clone())), "find");
+        assert_eq!(of(|c| c.insert_one(d.clone())), "insert");
+        assert_eq!(of(|c| c.insert_many([d.clone()])), "insert");
+        assert_eq!(of(|c| c.update_many(d.clone(), d.clone())), "update");
+        assert_eq!(of(|c| c.replace_one(d.clone(), d.clone())), "update");
+        assert_eq!(of(|c| c.delete_one(d.clone())), "delete");
+        assert_eq!(of(|c| c.aggregate([])), "aggregate");
+        assert_eq!(of(|c| c.count_documents(d.clone())), "count");
+        assert_eq!(of(|c| c.estimated_document_count()), "count");
+        assert_eq!(of(|c| c.distinct("a", d.clone())), "other");
+        assert_eq!(of(|c| c.find_one_and_delete(d.clone())), "other");
+        assert_eq!(of(|_| async { 1 }), "other");
+    }
+
+    #[test]
+    fn a_newly_busy_database_displaces_a_quiet_one() {
+        let usage = Usage::new(3, UsageAnalytics::Operations);
+        let quiet: Vec<Arc<DbUsage>> = (0..10)
+            .map(|i| Arc::new(DbUsage::new(&format!("quiet{i}"))))
+            .collect();
+        for q in &quiet {
+            usage.started(q, 0);
+            usage.finished(q, Duration::from_micros(10), false);
+        }
+        let busy = Arc::new(DbUsage::new("busy"));
+        for _ in 0..5 {
+            usage.started(&busy, 0);
+            usage.finished(&busy, Duration::from_micros(10), false);
+        }
+        let top = usage.top(3, TopBy::Operations);
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0].database, "busy", "{top:?}");
+        assert_eq!(top[0].recent_operations, 5);
+        usage.forget(&busy);
+        assert!(usage
+            .top(3, TopBy::Operations)
+            .iter()
+            .all(|u| u.database != "busy"));
+        assert_eq!(
+            usage.other_stats().operations,
+            5,
+            "its totals moved to the aggregate"
+        );
+        assert_eq!(usage.total_stats().operations, 15);
+    }
+
+    #[test]
+    fn recent_counts_age_out() {
+        let u = DbUsage::new("x");
+        u.started(0, 7);
+        u.finished(Duration::from_micros(5), false);
+        assert_eq!(u.recent(7), (1, 5));
+        assert_eq!(u.recent(8), (1, 5), "the last window still counts");
+        assert_eq!(u.recent(9), (0, 0), "two windows on, nothing is recent");
+        u.started(0, 9);
+        assert_eq!(u.recent(9).0, 1);
+        assert_eq!(u.snapshot(9).operations, 2, "totals never age");
+    }
+
+    #[test]
+    fn percentiles_follow_the_distribution() {
+        let u = DbUsage::new("x");
+        for _ in 0..90 {
+            u.in_flight.fetch_add(1, Ordering::Relaxed);
+            u.finished(Duration::from_micros(100), false);
+        }
+        for _ in 0..10 {
+            u.in_flight.fetch_add(1, Ordering::Relaxed);
+            u.finished(Duration::from_millis(10), true);
+        }
+        let s = u.snapshot(0);
+        assert!((100..=150).contains(&s.p50_us), "{s:?}");
+        assert!((10_000..=15_000).contains(&s.p95_us), "{s:?}");
+        assert_eq!(s.errors, 10);
+        assert_eq!(s.in_flight, 0);
+    }
+}
