@@ -11,7 +11,6 @@
 //! cargo bench -p polymongo --bench tenants -- 10 100       # chosen N
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,32 +20,11 @@ use mongodb::{Client, Collection};
 use polymongo::{Model, PolyMongo};
 use polymongo_testkit::TestServer;
 
-/// Counts live heap bytes, so memory per database is measured, not guessed from RSS pages.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 #[derive(serde::Deserialize)]
 struct Item {}
@@ -128,9 +106,9 @@ async fn polymongo_run(server: &TestServer, n: usize) -> Result<Run, String> {
             Ok(())
         }
     };
-    let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kb());
+    let (heap0, rss0) = (counting_alloc::live(), rss_kb());
     let first = timed_pass(n, touch).await?;
-    let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_kb());
+    let (heap1, rss1) = (counting_alloc::live(), rss_kb());
     let warm = timed_pass(n, touch).await?;
     let connections = server.connection_count().await.map_err(|e| e.to_string())?;
     poly.close_all(Duration::from_secs(5)).await;
@@ -154,7 +132,7 @@ async fn naive_run(server: &TestServer, n: usize) -> Result<Run, String> {
         .find_one(doc! {})
         .await
         .map_err(|e| e.to_string())?;
-    let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kb());
+    let (heap0, rss0) = (counting_alloc::live(), rss_kb());
     // One client per database, kept for the warm pass, as a per-tenant pool cache would.
     let mut colls: Vec<Collection<Document>> = Vec::with_capacity(n);
     let mut clients = Vec::with_capacity(n);
@@ -173,7 +151,7 @@ async fn naive_run(server: &TestServer, n: usize) -> Result<Run, String> {
         clients.push(client);
     }
     first.sort_unstable();
-    let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_kb());
+    let (heap1, rss1) = (counting_alloc::live(), rss_kb());
     let warm = timed_pass(n, |i| {
         let c = colls[i].clone();
         async move {

@@ -612,8 +612,61 @@ async fn cancelled_transactions_and_imports_leave_the_server_consistent() {
              set: set POLYMONGO_TEST_URI or install mongod)",
             server.kind()
         );
+        cut_transactions_leave_the_manager_at_rest(&server).await;
     }
     cut_imports(&server, &raw).await;
+}
+
+/// What a server without isolation can still show: transactions cut at growing delays leave
+/// no lease, slot or wait behind (the database is forgotten once idle, the pools are at rest),
+/// and the manager still runs transactions.
+async fn cut_transactions_leave_the_manager_at_rest(server: &TestServer) {
+    let proxy = proxy_for(server).await;
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .database_idle_timeout(ms(200))
+        .build()
+        .await
+        .unwrap();
+    let pairs = poly
+        .database("txn_rest")
+        .unwrap()
+        .collection::<Document>("pairs");
+    proxy.set_latency(ms(20));
+    for cut in CUTS_MS.into_iter().chain([60, 80, 120, 160, 200]) {
+        let coll = pairs.clone();
+        let run = poly.transaction(["txn_rest"]).run(async move |s| {
+            coll.insert_one(doc! { "pair": cut as i64 })
+                .session(&mut *s)
+                .await?;
+            Ok(())
+        });
+        let _ = tokio::time::timeout(ms(cut), run).await;
+    }
+    proxy.pass_through();
+    settle("the pools at rest after cut transactions", HANG, || {
+        std::future::ready(pools_at_rest(&poly))
+    })
+    .await;
+    settle("the database forgotten: no lease left", HANG, || {
+        std::future::ready(match poly.cached_databases() {
+            0 => Ok(()),
+            n => Err(format!("{n} databases still cached")),
+        })
+    })
+    .await;
+    poly.transaction(["txn_rest"])
+        .run(async move |s| {
+            pairs
+                .insert_one(doc! { "pair": -1_i64 })
+                .session(&mut *s)
+                .await?;
+            Ok(())
+        })
+        .await
+        .expect("a transaction after cut ones");
+    poly.close_all(Duration::from_secs(5)).await;
 }
 
 /// Transactions inserting two documents, cut at growing delays: each pair is all or nothing,

@@ -282,8 +282,11 @@ impl Registry {
                 forgotten += 1;
             }
         }
-        let excess = self.entries.len().saturating_sub(self.limits.max_cached);
-        if excess > 0 {
+        if self.entries.len() > self.limits.max_cached {
+            // Down to nine tenths of the bound, so a burst of new databases wakes this pass
+            // once per tenth of the bound, not once per database.
+            let target = self.limits.max_cached - self.limits.max_cached / 10;
+            let excess = self.entries.len().saturating_sub(target);
             let mut oldest: Vec<(u64, Box<str>)> = self
                 .entries
                 .iter()
@@ -299,6 +302,10 @@ impl Registry {
                     forgotten += 1;
                 }
             }
+        }
+        // A table emptied by forgetting keeps its peak capacity (25 bytes a slot) unless told.
+        if forgotten > 0 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
         }
         if forgotten > 0 {
             tracing::debug!(
@@ -316,6 +323,7 @@ impl Registry {
             e.retire();
         }
         self.entries.clear();
+        self.entries.shrink_to_fit();
     }
 
     /// Registers a managed stream on the whole main cluster (counted on the main pool).

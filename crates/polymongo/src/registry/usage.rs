@@ -468,26 +468,34 @@ impl Usage {
         self.total.snapshot(self.window())
     }
 
-    /// The `n` busiest databases on the board now.
+    /// The `n` busiest databases on the board now. Ranked on the two recent counters first,
+    /// so only the `n` returned are snapshotted: O(board) atomic loads plus O(n) snapshots.
     pub(crate) fn top(&self, n: usize, by: TopBy) -> Vec<UsageStats> {
         let window = self.window();
-        let members: Vec<Arc<DbUsage>> = self.board().clone();
-        let mut all: Vec<UsageStats> = members
+        let mut ranked: Vec<((u64, u64), Arc<DbUsage>)> = self
+            .board()
             .iter()
             .filter(|m| !m.gone.load(Ordering::Relaxed))
-            .map(|m| m.snapshot(window))
-            .filter(|u| u.operations > 0)
+            .map(|m| {
+                let (ops, us) = m.recent(window);
+                let key = match by {
+                    TopBy::Operations => (ops, us),
+                    TopBy::Time => (us, ops),
+                };
+                (key, Arc::clone(m))
+            })
             .collect();
-        match by {
-            TopBy::Operations => {
-                all.sort_by_key(|u| std::cmp::Reverse((u.recent_operations, u.recent_time_us)))
-            }
-            TopBy::Time => {
-                all.sort_by_key(|u| std::cmp::Reverse((u.recent_time_us, u.recent_operations)))
-            }
+        let n = n.min(ranked.len());
+        if n < ranked.len() {
+            ranked.select_nth_unstable_by_key(n, |(key, _)| std::cmp::Reverse(*key));
+            ranked.truncate(n);
         }
-        all.truncate(n);
-        all
+        ranked.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+        ranked
+            .iter()
+            .map(|(_, m)| m.snapshot(window))
+            .filter(|u| u.operations > 0)
+            .collect()
     }
 }
 
