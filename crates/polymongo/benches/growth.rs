@@ -40,7 +40,6 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::process::Command;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::doc;

@@ -12,7 +12,6 @@
 //! ```
 
 use std::process::Command;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};

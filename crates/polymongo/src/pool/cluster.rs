@@ -251,8 +251,9 @@ pub(crate) struct ClusterPool {
     open_streams: AtomicUsize,
     /// Set when a close stops waiting (deadline, force): work in flight through the library
     /// is cut then, since the driver alone may never end it (a black-holed connection has no
-    /// timeout once the client's monitor is shut down).
-    cut: tokio::sync::watch::Sender<bool>,
+    /// timeout once the client's monitor is shut down). `cut_now` wakes the work waiting.
+    cut: AtomicBool,
+    cut_now: tokio::sync::Notify,
 }
 
 impl fmt::Debug for ClusterPool {
@@ -316,7 +317,8 @@ impl ClusterPool {
             leases: AtomicUsize::new(0),
             served: Mutex::new(Served::default()),
             open_streams: AtomicUsize::new(0),
-            cut: tokio::sync::watch::channel(false).0,
+            cut: AtomicBool::new(false),
+            cut_now: tokio::sync::Notify::new(),
         }
     }
 
@@ -390,15 +392,17 @@ impl ClusterPool {
     }
 
     /// Resolves when the pool's close stops waiting for work in flight; that work should then
-    /// end at once (its outcome unknown).
-    pub(crate) fn cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut cut = self.cut.subscribe();
-        async move {
-            if cut.wait_for(|c| *c).await.is_err() {
-                // The pool is gone, and with it any close that could cut.
-                std::future::pending::<()>().await;
-            }
+    /// end at once (its outcome unknown). Registered when first polled (a waiter on one
+    /// `Notify`), then checked: with the close setting the flag before it notifies, either
+    /// the check sees the cut or the cut wakes the waiter.
+    pub(crate) async fn cut(&self) {
+        let notified = self.cut_now.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.cut.load(Ordering::SeqCst) {
+            return;
         }
+        notified.await;
     }
 
     /// Waits until no operation is in flight.
@@ -708,7 +712,8 @@ impl ClusterPool {
                     Shutdown::Graceful
                 } else {
                     tracing::warn!(cluster = %self.label, ?deadline, "pool still busy at the deadline (or forced); closing it without waiting");
-                    self.cut.send_replace(true);
+                    self.cut.store(true, Ordering::SeqCst);
+                    self.cut_now.notify_waiters();
                     self.shut_down_in_background(client, Duration::ZERO);
                     Shutdown::Forced
                 }

@@ -24,7 +24,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -55,6 +55,28 @@ const OTHER: usize = COMMANDS.len();
 /// anything that is not one of the driver's common actions, an `async` block for instance).
 pub(crate) fn command_index<A>() -> usize {
     let name = std::any::type_name::<A>();
+    // Parsing the type's name costs a few hundred instructions; a thread's few action types
+    // are remembered by the address of their (static) name.
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key = name.as_ptr() as usize;
+    if let Some(index) =
+        SEEN.with_borrow(|seen| seen.iter().find(|(k, _)| *k == key).map(|(_, i)| *i))
+    {
+        return index;
+    }
+    let index = parse_command_index(name);
+    SEEN.with_borrow_mut(|seen| {
+        // Bounded: a program has few action types; past that, parse each time.
+        if seen.len() < 64 {
+            seen.push((key, index));
+        }
+    });
+    index
+}
+
+fn parse_command_index(name: &str) -> usize {
     let Some(path) = name.strip_prefix("mongodb::action::") else {
         return OTHER;
     };
@@ -194,13 +216,14 @@ impl DbUsage {
         }
     }
 
-    /// Counts the start of one operation of kind `command`.
-    pub(crate) fn started(&self, command: usize, window: u64) {
+    /// Counts the start of one operation of kind `command` at `now_ms` (wall clock), in
+    /// window `window`.
+    pub(crate) fn started(&self, command: usize, window: u64, now_ms: u64) {
         self.rotate(window);
         self.ops[command.min(OTHER)].fetch_add(1, Ordering::Relaxed);
         self.current_ops.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_used_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Counts the end of an operation counted by [`started`](Self::started).
@@ -333,7 +356,6 @@ pub enum TopBy {
 /// busiest databases, the aggregate of forgotten ones, and the grand total.
 pub(crate) struct Usage {
     source: UsageAnalytics,
-    origin: Instant,
     board: Mutex<Vec<Arc<DbUsage>>>,
     capacity: usize,
     /// The quietest member's recent count while the board is full (0 otherwise): a database
@@ -347,7 +369,6 @@ impl Usage {
     pub(crate) fn new(capacity: usize, source: UsageAnalytics) -> Self {
         Self {
             source,
-            origin: Instant::now(),
             board: Mutex::new(Vec::new()),
             capacity,
             threshold: AtomicU64::new(0),
@@ -362,7 +383,11 @@ impl Usage {
 
     /// The current window's index.
     pub(crate) fn window(&self) -> u64 {
-        self.origin.elapsed().as_secs() / RECENT_WINDOW.as_secs()
+        Self::window_of(now_ms())
+    }
+
+    fn window_of(now_ms: u64) -> u64 {
+        now_ms / RECENT_WINDOW.as_millis() as u64
     }
 
     fn board(&self) -> std::sync::MutexGuard<'_, Vec<Arc<DbUsage>>> {
@@ -371,9 +396,11 @@ impl Usage {
 
     /// Counts the start of an operation on `db` (and in the grand total).
     pub(crate) fn started(&self, db: &Arc<DbUsage>, command: usize) {
-        let window = self.window();
-        db.started(command, window);
-        self.total.started(command, window);
+        // One clock read for both.
+        let now = now_ms();
+        let window = Self::window_of(now);
+        db.started(command, window, now);
+        self.total.started(command, window, now);
     }
 
     /// Counts the end of an operation on `db`, and offers `db` to the board.
@@ -385,9 +412,10 @@ impl Usage {
 
     /// Counts the start of a command on a database that has no entry, in the aggregate.
     pub(crate) fn started_other(&self, command: usize) {
-        let window = self.window();
-        self.other.started(command, window);
-        self.total.started(command, window);
+        let now = now_ms();
+        let window = Self::window_of(now);
+        self.other.started(command, window, now);
+        self.total.started(command, window, now);
     }
 
     /// Counts the end of a command counted by [`started_other`](Self::started_other).
@@ -572,12 +600,12 @@ mod tests {
     #[test]
     fn recent_counts_age_out() {
         let u = DbUsage::new("x");
-        u.started(0, 7);
+        u.started(0, 7, 1);
         u.finished(Duration::from_micros(5), false);
         assert_eq!(u.recent(7), (1, 5));
         assert_eq!(u.recent(8), (1, 5), "the last window still counts");
         assert_eq!(u.recent(9), (0, 0), "two windows on, nothing is recent");
-        u.started(0, 9);
+        u.started(0, 9, 2);
         assert_eq!(u.recent(9).0, 1);
         assert_eq!(u.snapshot(9).operations, 2, "totals never age");
     }
