@@ -380,11 +380,11 @@ impl Registry {
         if usage.source() != UsageAnalytics::Commands {
             return None;
         }
-        let pending: Arc<DashMap<(ServerAddress, u32), Pending>> = Arc::new(DashMap::new());
+        let pending: Arc<DashMap<(u64, u32), Pending>> = Arc::new(DashMap::new());
         let returned: ConnectionReturned = {
             let pending = Arc::clone(&pending);
             Arc::new(move |address: &ServerAddress, id: u32| {
-                if let Some((_, p)) = pending.remove(&(address.clone(), id)) {
+                if let Some((_, p)) = pending.remove(&connection_key(address, id)) {
                     p.end(p.started.elapsed(), false);
                 }
             })
@@ -404,7 +404,7 @@ impl Registry {
                     started: Instant::now(),
                 };
                 p.start(index);
-                let key = (e.connection.address.clone(), e.connection.id);
+                let key = connection_key(&e.connection.address, e.connection.id);
                 // One command at a time per connection: a command still pending there was
                 // cancelled without an event.
                 if let Some(old) = pending.insert(key, p) {
@@ -413,14 +413,14 @@ impl Registry {
             }
             CommandEvent::Succeeded(e) => {
                 if let Some((_, p)) =
-                    pending.remove(&(e.connection.address.clone(), e.connection.id))
+                    pending.remove(&connection_key(&e.connection.address, e.connection.id))
                 {
                     p.end(e.duration, false);
                 }
             }
             CommandEvent::Failed(e) => {
                 if let Some((_, p)) =
-                    pending.remove(&(e.connection.address.clone(), e.connection.id))
+                    pending.remove(&connection_key(&e.connection.address, e.connection.id))
                 {
                     p.end(e.duration, true);
                 }
@@ -429,6 +429,15 @@ impl Registry {
         });
         Some((handler, returned))
     }
+}
+
+/// Names a pooled connection without allocating: connection ids are unique per server, and the
+/// server's address is hashed (a collision would only end a pending command early).
+fn connection_key(address: &ServerAddress, id: u32) -> (u64, u32) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    address.hash(&mut hasher);
+    (hasher.finish(), id)
 }
 
 /// A command in flight, counted from the driver's command events.
