@@ -202,12 +202,11 @@ struct Slot {
 /// count is always exact.
 pub const MAX_LISTED_DATABASES: usize = 100;
 
-/// The databases a pool serves now: an exact count and the first names, up to
-/// [`MAX_LISTED_DATABASES`]. Kept by the registry as entries come and go, so reading it costs
-/// the same whatever the number of databases.
+/// Up to [`MAX_LISTED_DATABASES`] names of the databases a pool serves now, kept by the
+/// registry as entries come and go, so reading them costs the same whatever the number of
+/// databases. Only entries that got a place here take the lock when they go.
 #[derive(Default)]
 struct Served {
-    count: usize,
     names: Vec<Box<str>>,
 }
 
@@ -247,6 +246,8 @@ pub(crate) struct ClusterPool {
     /// idleness).
     leases: AtomicUsize,
     served: Mutex<Served>,
+    /// Databases served now (exact).
+    served_count: AtomicUsize,
     /// Managed change streams open on the pool's databases.
     open_streams: AtomicUsize,
     /// Set when a close stops waiting (deadline, force): work in flight through the library
@@ -316,6 +317,7 @@ impl ClusterPool {
             ttl_ms: AtomicU64::new(ttl_millis(ttl)),
             leases: AtomicUsize::new(0),
             served: Mutex::new(Served::default()),
+            served_count: AtomicUsize::new(0),
             open_streams: AtomicUsize::new(0),
             cut: AtomicBool::new(false),
             cut_now: tokio::sync::Notify::new(),
@@ -641,32 +643,39 @@ impl ClusterPool {
         }
     }
 
-    /// A database now served by this pool (a registry entry was made for it).
-    pub(crate) fn attach(&self, name: &str) {
+    /// A database now served by this pool (a registry entry was made for it). Returns whether
+    /// its name was listed, which [`detach`](Self::detach) must be told.
+    pub(crate) fn attach(&self, name: &str) -> bool {
+        self.served_count.fetch_add(1, Ordering::Relaxed);
         let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-        served.count += 1;
         if served.names.len() < MAX_LISTED_DATABASES {
             served.names.push(name.into());
+            return true;
         }
+        false
     }
 
-    /// A database no longer served (its entry was dropped).
-    pub(crate) fn detach(&self, name: &str) {
-        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-        served.count = served.count.saturating_sub(1);
-        if let Some(i) = served.names.iter().position(|n| &**n == name) {
-            served.names.swap_remove(i);
+    /// A database no longer served (its entry was dropped); `listed` as `attach` returned.
+    pub(crate) fn detach(&self, name: &str, listed: bool) {
+        self.served_count.fetch_sub(1, Ordering::Relaxed);
+        if listed {
+            let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = served.names.iter().position(|n| &**n == name) {
+                served.names.swap_remove(i);
+            }
         }
     }
 
     /// How many databases the pool serves now, and up to [`MAX_LISTED_DATABASES`] of their
     /// names, sorted.
     pub(crate) fn served(&self) -> (usize, Vec<String>) {
-        let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<String> = served.names.iter().map(|n| n.to_string()).collect();
+        let mut names: Vec<String> = {
+            let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            served.names.iter().map(|n| n.to_string()).collect()
+        };
         names.sort_unstable();
         names.dedup();
-        (served.count, names)
+        (self.served_count.load(Ordering::Relaxed), names)
     }
 
     /// First half of closing for good: from now on [`client`](Self::client) fails with

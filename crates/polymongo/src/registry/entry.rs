@@ -52,6 +52,8 @@ pub(crate) struct DbEntry {
     /// Where the counters go when the entry does (usage analytics on).
     usage_sink: Option<Arc<Usage>>,
     streams: Mutex<Vec<(u64, Weak<dyn Closable>)>>,
+    /// Whether the pool lists this database's name (see `ClusterPool::attach`).
+    listed: bool,
 }
 
 impl DbEntry {
@@ -63,8 +65,9 @@ impl DbEntry {
         usage_sink: Option<Arc<Usage>>,
         now: u64,
     ) -> Self {
-        pool.attach(database.name());
+        let listed = pool.attach(database.name());
         Self {
+            listed,
             retired: AtomicBool::new(false),
             epoch,
             pool,
@@ -215,7 +218,7 @@ impl DbEntry {
 
 impl Drop for DbEntry {
     fn drop(&mut self) {
-        self.pool.detach(self.database.name());
+        self.pool.detach(self.database.name(), self.listed);
         if let (Some(sink), Some(usage)) = (&self.usage_sink, self.usage.get()) {
             sink.forget(usage);
         }

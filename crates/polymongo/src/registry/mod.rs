@@ -287,19 +287,29 @@ impl Registry {
             // once per tenth of the bound, not once per database.
             let target = self.limits.max_cached - self.limits.max_cached / 10;
             let excess = self.entries.len().saturating_sub(target);
-            let mut oldest: Vec<(u64, Box<str>)> = self
+            // Two reads of the table instead of a copy of every name: the first finds the
+            // last-use time below which `excess` unused entries lie, the second takes those.
+            let mut times: Vec<u64> = self
                 .entries
                 .iter()
                 .filter(|e| unused(e.value()))
-                .map(|e| (e.last_used(), e.key().clone()))
+                .map(|e| e.last_used())
                 .collect();
-            if oldest.len() > excess {
-                oldest.select_nth_unstable(excess);
-                oldest.truncate(excess);
-            }
-            for (_, name) in oldest {
-                if self.entries.remove_if(&name, |_, e| unused(e)).is_some() {
-                    forgotten += 1;
+            if !times.is_empty() {
+                let nth = excess.min(times.len()) - 1;
+                let cutoff = *times.select_nth_unstable(nth).1;
+                drop(times);
+                let oldest: Vec<Box<str>> = self
+                    .entries
+                    .iter()
+                    .filter(|e| unused(e.value()) && e.last_used() <= cutoff)
+                    .map(|e| e.key().clone())
+                    .take(excess)
+                    .collect();
+                for name in oldest {
+                    if self.entries.remove_if(&name, |_, e| unused(e)).is_some() {
+                        forgotten += 1;
+                    }
                 }
             }
         }
