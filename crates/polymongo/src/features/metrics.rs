@@ -23,11 +23,16 @@ pub const MAX_METRIC_DATABASES: usize = 50;
 /// The content type of [`render`]'s output, for an HTTP response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Writes `value` as a label value: backslash, double quote and newline escaped.
+fn write_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 struct Family<'a> {
@@ -40,14 +45,22 @@ impl Family<'_> {
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
+    /// One sample line, written straight into the output (no string per label: a render
+    /// writes hundreds of lines).
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let _ = write!(self.out, "{name}");
+        self.out.push_str(name);
         if !labels.is_empty() {
-            let inner: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = write!(self.out, "{{{}}}", inner.join(","));
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                write_escaped(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
         }
         let _ = writeln!(self.out, " {value}");
     }
@@ -65,7 +78,7 @@ fn pool_labels(p: &PoolInfo) -> [(&'static str, &str); 2] {
 /// [`metrics::render`](crate::metrics::render).
 pub(crate) fn render_stats(stats: &Stats<'_>) -> String {
     let general = stats.general();
-    let mut out = String::new();
+    let mut out = String::with_capacity(16 * 1024);
     let mut f = Family { out: &mut out };
 
     f.header(
