@@ -76,8 +76,9 @@ pub trait Model: Send + Sync + 'static {
 /// A model's state in one database, kept in the database's registry entry.
 pub(crate) struct ModelState<T: Send + Sync> {
     collection: Collection<T>,
-    /// Set once the model's declared indexes exist there; shared by concurrent first uses.
-    indexed: OnceCell<()>,
+    /// For a model that declares indexes: set once they exist there; shared by concurrent
+    /// first uses. Boxed, so models without indexes pay a pointer.
+    indexed: Option<Box<OnceCell<()>>>,
 }
 
 /// A model on every database: the result of [`PolyMongo::model`](crate::PolyMongo::model).
@@ -177,8 +178,10 @@ impl<T: Model> ModelHandle<T> {
 
     async fn ensure_indexes(&self, handle: &DbHandle<T>) -> Result<()> {
         let state = handle.lease.entry.model(|db| new_state::<T>(db));
-        state
-            .indexed
+        let Some(indexed) = &state.indexed else {
+            return Ok(());
+        };
+        indexed
             .get_or_try_init(|| async {
                 handle
                     .collection
@@ -245,7 +248,7 @@ impl<T: Model> ModelHandle<T> {
 fn new_state<T: Model>(db: &mongodb::Database) -> ModelState<T> {
     ModelState {
         collection: db.collection::<T>(T::COLLECTION),
-        indexed: OnceCell::new(),
+        indexed: (!T::indexes().is_empty()).then(|| Box::new(OnceCell::new())),
     }
 }
 

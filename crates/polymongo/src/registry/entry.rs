@@ -138,6 +138,9 @@ impl DbEntry {
                     Some((_, s)) => Arc::clone(s),
                     None => {
                         let s: ModelState = Arc::new(make(&self.database));
+                        // Most databases see one or two models: grow one slot at a time
+                        // (a first push would otherwise reserve four).
+                        models.reserve_exact(1);
                         models.push((id, Arc::clone(&s)));
                         s
                     }
