@@ -17,7 +17,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code (`missing_tenant`, `invalid_tenant`, `unknown_tenant`,
-    /// `busy`, `unavailable`, `shutting_down`, `conflict`, `database_error`).
+    /// `busy`, `unavailable`, `shutting_down`, `conflict`, `outcome_unknown`, `database_error`).
     pub error: String,
     /// A short explanation for a human, with no driver or server text in it.
     pub message: String,
@@ -177,7 +177,8 @@ impl IntoResponse for TenantError {
 ///
 /// `?` on a [`polymongo::Error`] or a driver error inside a handler returning
 /// `Result<_, DbError>` gives: 409 `conflict` for a duplicate key, 503 (`busy`,
-/// `unavailable`, `shutting_down`) when trying again later may work, else 500
+/// `unavailable`, `shutting_down`) when trying again later may work, 500 `outcome_unknown`
+/// for a write that may or may not have been applied (never "try again"), else 500
 /// `database_error`. The error itself is logged at `warn` (the library's `Display` redacts
 /// passwords).
 #[derive(Debug)]
@@ -247,6 +248,13 @@ impl IntoResponse for DbError {
                     "busy",
                     "the database is busy; try again",
                 ),
+                // A write that may have been applied: not "try again" (a client retrying a
+                // non-idempotent write could apply it twice).
+                _ if self.0.is_outcome_unknown() => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "outcome_unknown",
+                    "the write may or may not have been applied; check before trying again",
+                ),
                 _ if self.0.is_retryable() => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -312,3 +320,30 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_write_outcome_is_not_answered_try_again() {
+        let unknown = DbError(polymongo::Error::Timeout {
+            during: "running a transaction",
+            after: std::time::Duration::from_secs(1),
+            outcome_unknown: true,
+        });
+        assert_eq!(
+            unknown.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let known = DbError(polymongo::Error::Timeout {
+            during: "waiting",
+            after: std::time::Duration::from_secs(1),
+            outcome_unknown: false,
+        });
+        assert_eq!(
+            known.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

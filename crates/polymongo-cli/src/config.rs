@@ -37,7 +37,8 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Options, Strin
                         "{}{}: {}",
                         path.display(),
                         line.map(|l| format!(":{l}")).unwrap_or_default(),
-                        e.message()
+                        // The offending value may be a URI with its password: not quoted.
+                        polymongo::redact_config_error(e.message())
                     ));
                 }
             }
@@ -71,8 +72,9 @@ pub fn check(path: &Path) -> Result<Vec<Problem>, String> {
         Err(e) => {
             return Ok(vec![Problem {
                 line: e.span().map(|s| line_of(&text, s.start)),
-                message: e.message().to_owned(),
-            }])
+                // The offending value may be a URI with its password: not quoted.
+                message: polymongo::redact_config_error(e.message()),
+            }]);
         }
     };
     let mut problems = Vec::new();
@@ -156,6 +158,24 @@ fn key_line(text: &str, tables: &[&str], key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_error_does_not_quote_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poly.toml");
+        std::fs::write(
+            &path,
+            "uri = \"mongodb://h\"\nmax_pool_size = \"mongodb://ops:S3cr3tPw@h\"\n",
+        )
+        .unwrap();
+        let problems = check(&path).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(2));
+        assert!(!problems[0].message.contains("S3cr3tPw"), "{problems:?}");
+        let err = load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(!err.contains("S3cr3tPw"), "{err}");
+        assert!(err.contains(":2"), "{err}");
+    }
 
     #[test]
     fn keys_are_found_in_their_tables() {

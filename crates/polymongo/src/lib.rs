@@ -95,7 +95,7 @@ pub use floor::error::{Error, ErrorKind, Result};
 pub use floor::name::{
     validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,
 };
-pub use floor::redact::redact_uri;
+pub use floor::redact::{redact_config_error, redact_uri};
 pub use handle::model::{DbHandle, Model, ModelHandle};
 pub use poly::PolyMongo;
 pub use pool::cluster::{ConnectionState, PoolKind, MAX_LISTED_DATABASES};

@@ -21,7 +21,7 @@ use mongodb::options::{
 use mongodb::ClientSession;
 use tracing::Instrument;
 
-use crate::floor::error::{Carried, Error, Result};
+use crate::floor::error::{Carried, Error, OpKind, Result};
 use crate::pool::cluster::ClusterPool;
 use crate::registry::{self, DbLease, Registry};
 
@@ -157,7 +157,9 @@ impl Transaction<'_> {
     ///   served by different pools; [`Error::InvalidName`], [`Error::Closed`].
     /// - [`Error::TransactionsUnsupported`] when the deployment cannot run transactions (a
     ///   standalone server).
-    /// - [`Error::Timeout`] past [`timeout`](Self::timeout) or the driver's 120 s.
+    /// - [`Error::Timeout`] past [`timeout`](Self::timeout) or the driver's 120 s. It is not
+    ///   retryable (`outcome_unknown`): the deadline may have fallen during the commit, which
+    ///   the driver runs after the closure returns, so the transaction may have been applied.
     /// - An error of polymongo's that `f` returned with `?`, as it was.
     /// - Any other error as [`Error::Driver`] or [`Error::Connection`].
     pub async fn run<R, F>(self, f: F) -> Result<R>
@@ -222,9 +224,12 @@ impl Transaction<'_> {
             }
             Err(_) => {
                 tracing::warn!(parent: &span, timeout = ?self.timeout, "transaction abandoned at its deadline");
+                // The deadline may have fallen during the commit (the driver commits after
+                // the closure returns, out of sight): whether it was applied is unknown.
                 Err(Error::Timeout {
                     during: "running a transaction",
                     after: self.timeout,
+                    outcome_unknown: true,
                 })
             }
         }
@@ -282,6 +287,7 @@ fn classify(e: mongodb::error::Error, cluster: &str) -> Error {
             Error::Timeout {
                 during: "retrying a transaction",
                 after: DEFAULT_TRANSACTION_TIMEOUT,
+                outcome_unknown: true,
             }
         }
         DriverKind::Command(c)
@@ -292,7 +298,7 @@ fn classify(e: mongodb::error::Error, cluster: &str) -> Error {
                 reason: c.message.clone(),
             }
         }
-        _ => Error::from_driver(e, cluster),
+        _ => Error::from_driver_op(e, cluster, OpKind::Write),
     }
 }
 

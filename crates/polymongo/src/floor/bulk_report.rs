@@ -176,8 +176,11 @@ pub struct ImportReport {
     pub collections: Vec<CollectionReport>,
     /// Documents written in all.
     pub documents: u64,
-    /// Every failure, in order (with [`OnError::Continue`](crate::bulk::OnError::Continue), every skipped record).
+    /// The first failures, in order (with [`OnError::Continue`](crate::bulk::OnError::Continue),
+    /// the skipped records), up to [`ImportOptions::max_failures`](crate::bulk::ImportOptions::max_failures).
     pub failures: Vec<Failure>,
+    /// Failures past that bound: counted, not kept.
+    pub failures_dropped: u64,
     /// Records skipped (read failures and refused documents).
     pub skipped: u64,
     /// The last line read.
@@ -189,7 +192,7 @@ pub struct ImportReport {
 impl ImportReport {
     /// Whether the whole dump was imported without a single failure.
     pub fn is_clean(&self) -> bool {
-        self.failures.is_empty() && self.stopped.is_none()
+        self.failures.is_empty() && self.failures_dropped == 0 && self.stopped.is_none()
     }
 }
 
@@ -201,7 +204,7 @@ impl fmt::Display for ImportReport {
             self.documents,
             self.database,
             self.collections.len(),
-            self.failures.len()
+            self.failures.len() as u64 + self.failures_dropped
         )?;
         if let Some(s) = &self.stopped {
             write!(f, "; stopped")?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mongodb::error::{
     ErrorKind as DriverKind, RETRYABLE_ERROR, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR,
+    UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
 
 use crate::floor::name::NameRule;
@@ -17,6 +18,24 @@ use crate::floor::name::NameRule;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong in polymongo.
+///
+/// # Retrying
+///
+/// [`Error::is_retryable`] says `true` only when doing the same thing again is safe: nothing was
+/// applied, or applying it again changes nothing. A write whose outcome is unknown (the
+/// connection broke after it was sent, a deadline passed during a commit, a close cut it) is
+/// never retryable, whatever the error kind: the caller has to look at the data first. Per
+/// variant:
+///
+/// | variant | retryable |
+/// |---|---|
+/// | [`Error::Connection`] | a read, a failure before anything was sent (no server selected), or a write the driver labelled `RetryableWriteError` or `TransientTransactionError`: yes. Any other write (`outcome_unknown`, see [`Error::is_outcome_unknown`]): no |
+/// | [`Error::Timeout`] | a bound of the library hit before anything was sent: yes. A transaction past its deadline (`outcome_unknown`): no, the deadline may have fallen during the commit |
+/// | [`Error::Saturated`], [`Error::PoolExhausted`] | yes: nothing was sent |
+/// | [`Error::Io`] | yes: a local stream failed, nothing about the server is unknown |
+/// | [`Error::Driver`] | as the driver labels it: `RetryableWriteError`, `TransientTransactionError`, `RetryableError`, or a server error code of the retryable list (the server refused the command, so nothing was applied); never when labelled `UnknownTransactionCommitResult` |
+/// | [`Error::Closed`] | no: a cut write may or may not have been applied |
+/// | every other variant | no: the same input fails the same way |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -53,22 +72,36 @@ pub enum Error {
     },
 
     /// The cluster could not be reached (server selection failed, the network broke).
-    #[error("cannot reach cluster {cluster}: {source}")]
+    ///
+    /// Retryable when nothing can have been applied: a read, or a write the driver itself
+    /// labelled `RetryableWriteError`. A write that broke without that label
+    /// (`update_many`, a `$out` aggregation, a write outside retryable writes) has an unknown
+    /// outcome and is not retryable.
+    #[error("cannot reach cluster {cluster}: {source}{}", if *outcome_unknown { " (a write was under way: it may have been applied)" } else { "" })]
     Connection {
         /// The cluster's URI with its password redacted.
         cluster: String,
         /// The driver's error.
         #[source]
         source: mongodb::error::Error,
+        /// `true` when a write was under way and the driver did not label it retryable: it
+        /// may or may not have been applied.
+        outcome_unknown: bool,
     },
 
     /// An operation of the library did not finish in time.
-    #[error("timed out after {after:?} while {during}")]
+    ///
+    /// Retryable unless `outcome_unknown`: a transaction past its deadline may have been
+    /// committing, so whether it was applied is unknown.
+    #[error("timed out after {after:?} while {during}{}", if *outcome_unknown { " (its outcome is unknown: it may have been applied)" } else { "" })]
     Timeout {
         /// What was being done.
         during: &'static str,
         /// The bound that was exceeded.
         after: Duration,
+        /// `true` when work that writes may have been applied before the bound was hit (a
+        /// transaction whose deadline may have fallen during its commit).
+        outcome_unknown: bool,
     },
 
     /// A database with `max_concurrent_ops` had no free slot: none was free now (`db`) or
@@ -222,11 +255,19 @@ impl Error {
         }
     }
 
-    /// Whether trying the same thing again may succeed: the network or the cluster failed, a
-    /// bound was hit, or the driver labelled the error retryable or transient.
+    /// Whether doing the same thing again is safe and may succeed: the network or the cluster
+    /// failed before anything could be applied, a bound was hit before anything was sent, or
+    /// the driver labelled the error retryable or transient. A write whose outcome is unknown
+    /// is never retryable (see [`Error`] for what each kind means).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connection { .. } | Error::Timeout { .. } | Error::Saturated { .. } => true,
+            Error::Connection {
+                outcome_unknown, ..
+            }
+            | Error::Timeout {
+                outcome_unknown, ..
+            } => !outcome_unknown,
+            Error::Saturated { .. } => true,
             Error::Io { .. } | Error::PoolExhausted { .. } => true,
             Error::Driver(e) => driver_is_retryable(e),
             Error::Config { .. }
@@ -242,6 +283,23 @@ impl Error {
         }
     }
 
+    /// Whether a write may or may not have been applied: the connection broke during a write
+    /// the driver did not retry, a transaction's deadline may have fallen during its commit,
+    /// or the driver reported `UnknownTransactionCommitResult`. Such an error is never
+    /// [retryable](Self::is_retryable): look at the data before doing it again.
+    pub fn is_outcome_unknown(&self) -> bool {
+        match self {
+            Error::Connection {
+                outcome_unknown, ..
+            }
+            | Error::Timeout {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            Error::Driver(e) => e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT),
+            _ => false,
+        }
+    }
+
     /// The driver's error, when this error came from the driver.
     pub fn driver_error(&self) -> Option<&mongodb::error::Error> {
         match self {
@@ -251,8 +309,15 @@ impl Error {
         }
     }
 
-    /// Classifies a driver error met while talking to `cluster` (already redacted).
+    /// Classifies a driver error met while talking to `cluster` (already redacted) by an
+    /// operation that only reads (or that sent nothing: a connection, a session).
     pub(crate) fn from_driver(source: mongodb::error::Error, cluster: &str) -> Self {
+        Self::from_driver_op(source, cluster, OpKind::Read)
+    }
+
+    /// Classifies a driver error of an operation of kind `op`: a write that broke without the
+    /// driver's `RetryableWriteError` label has an unknown outcome.
+    pub(crate) fn from_driver_op(source: mongodb::error::Error, cluster: &str, op: OpKind) -> Self {
         if matches!(*source.kind, DriverKind::Authentication { .. }) {
             return Error::Authentication {
                 cluster: cluster.to_owned(),
@@ -260,9 +325,18 @@ impl Error {
             };
         }
         if driver_is_unreachable(&source) {
+            // A write the driver labelled retryable (retryable writes: the server applies it
+            // once however often it is sent) or transient (its transaction was aborted) is
+            // safe to send again; any other broken write may have been applied.
+            let outcome_unknown = source.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                || (op == OpKind::Write
+                    && !source.contains_label(RETRYABLE_WRITE_ERROR)
+                    && !source.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                    && !sent_nothing(&source));
             Error::Connection {
                 cluster: cluster.to_owned(),
                 source,
+                outcome_unknown,
             }
         } else {
             Error::Driver(source)
@@ -306,6 +380,25 @@ impl Carried {
     }
 }
 
+/// Whether a failed operation could have changed data, for [`Error::from_driver_op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Reads only (or sends nothing that changes data).
+    Read,
+    /// May write: inserts, updates, deletes, aggregations (`$out`, `$merge`), and any
+    /// operation whose kind is not known.
+    Write,
+}
+
+/// The operation failed before anything was sent: no server could be selected, or the pool
+/// was cleared while it waited for a connection.
+fn sent_nothing(e: &mongodb::error::Error) -> bool {
+    matches!(
+        *e.kind,
+        DriverKind::ServerSelection { .. } | DriverKind::ConnectionPoolCleared { .. }
+    )
+}
+
 fn driver_is_unreachable(e: &mongodb::error::Error) -> bool {
     matches!(
         *e.kind,
@@ -323,6 +416,10 @@ const RETRYABLE_CODES: [i32; 13] = [
 ];
 
 fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
+    // The commit may have been applied: the driver already retried it as far as it could.
+    if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) {
+        return false;
+    }
     if driver_is_unreachable(e)
         || e.contains_label(RETRYABLE_WRITE_ERROR)
         || e.contains_label(TRANSIENT_TRANSACTION_ERROR)
@@ -331,4 +428,52 @@ fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
         return true;
     }
     matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken() -> mongodb::error::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into()
+    }
+
+    #[test]
+    fn a_broken_write_without_the_drivers_label_is_not_retryable() {
+        let e = Error::from_driver_op(broken(), "c", OpKind::Write);
+        assert!(matches!(
+            e,
+            Error::Connection {
+                outcome_unknown: true,
+                ..
+            }
+        ));
+        assert!(!e.is_retryable());
+        assert!(e.is_outcome_unknown());
+        assert!(e.to_string().contains("may have been applied"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_read_is_retryable() {
+        let e = Error::from_driver_op(broken(), "c", OpKind::Read);
+        assert!(e.is_retryable());
+        assert!(Error::from_driver(broken(), "c").is_retryable());
+    }
+
+    #[test]
+    fn a_timeout_with_an_unknown_outcome_is_not_retryable() {
+        let during_commit = Error::Timeout {
+            during: "running a transaction",
+            after: Duration::from_secs(1),
+            outcome_unknown: true,
+        };
+        assert!(!during_commit.is_retryable());
+        let before_sending = Error::Timeout {
+            during: "waiting",
+            after: Duration::from_secs(1),
+            outcome_unknown: false,
+        };
+        assert!(before_sending.is_retryable());
+        assert!(!Error::Closed.is_retryable());
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use mongodb::Collection;
 use tracing::Instrument;
 
-use crate::floor::error::{Error, Result};
+use crate::floor::error::{Error, OpKind, Result};
 use crate::handle::model::DbHandle;
 use crate::registry::usage::{self, DbUsage, Usage, UsageAnalytics};
 
@@ -61,7 +61,10 @@ impl<T: Send + Sync> DbHandle<T> {
     /// # Errors
     /// The operation's driver error as [`Error::Driver`](crate::Error::Driver) (retryable
     /// labels kept, credentials removed), [`Error::PoolExhausted`](crate::Error::PoolExhausted)
-    /// when the pool stayed busy for `wait_queue_timeout`.
+    /// when the pool stayed busy for `wait_queue_timeout`. A broken connection is
+    /// [`Error::Connection`](crate::Error::Connection): retryable for a `find` or a count, but
+    /// for any other operation (which may write) only when the driver labelled it
+    /// `RetryableWriteError`; otherwise its outcome is unknown and it is not retryable.
     pub async fn run<'a, A, R>(&'a self, op: impl FnOnce(&'a Collection<T>) -> A) -> Result<R>
     where
         A: IntoFuture<Output = mongodb::error::Result<R>>,
@@ -119,7 +122,12 @@ impl<T: Send + Sync> DbHandle<T> {
         }
         drop(counted);
         result.map_err(|e| {
-            let e = Error::from_driver(e, entry.pool.label());
+            // Only finds and counts are known to read; any other kind may have written.
+            let kind = match usage::command_name(command) {
+                "find" | "count" => OpKind::Read,
+                _ => OpKind::Write,
+            };
+            let e = Error::from_driver_op(e, entry.pool.label(), kind);
             tracing::debug!(parent: &span, error = %e, "operation failed");
             e
         })

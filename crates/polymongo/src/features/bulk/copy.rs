@@ -15,7 +15,7 @@ use super::{
     create_collection, create_indexes, Bulk, CollectionReport, Failure, ImportOptions,
     ImportReport, OnError, Progress, Stage,
 };
-use crate::floor::error::{Error, Result};
+use crate::floor::error::{Error, OpKind, Result};
 
 /// How one collection was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,8 +48,14 @@ impl Bulk<'_> {
     ///
     /// On one pool the server copies each collection itself (`$out` into the target
     /// database, MongoDB 4.4 and later) after the target collection and its indexes are
-    /// created; where that is refused, and across clusters, documents are streamed (cursor
-    /// batches, unordered `insert_many` of `batch_size`). `options` also says whether to drop
+    /// created, but only into a target collection that is empty; where that is refused, where
+    /// the target already has documents, and across clusters, documents are streamed (cursor
+    /// batches, unordered `insert_many` of `batch_size`). Both paths therefore give the same
+    /// result: a copy merges into an existing target (a document whose `_id` is there already
+    /// is refused and reported) and never replaces or removes target data, unless
+    /// `drop_target_first` asks for the target database to be dropped first. (A document
+    /// written to the target by someone else between the emptiness check and the end of
+    /// `$out` would be replaced; do not write to a copy's target while it runs.) `options` also says whether to drop
     /// the target first, to stop or continue on refused documents, and where progress goes.
     /// Documents are inserted (a copy does not upsert).
     ///
@@ -80,12 +86,10 @@ impl Bulk<'_> {
         let (from, to) = (&from_lease.entry, &to_lease.entry);
         let same_pool = Arc::ptr_eq(&from.pool, &to.pool);
         let read_error = |e| Error::from_driver(e, from.pool.label());
+        let write_error = |e| Error::from_driver_op(e, to.pool.label(), OpKind::Write);
         let specs = collection_specs(&from.database).await.map_err(read_error)?;
         if options.drop_target_first {
-            to.database
-                .drop()
-                .await
-                .map_err(|e| Error::from_driver(e, to.pool.label()))?;
+            to.database.drop().await.map_err(write_error)?;
         }
         let mut copy = Copier {
             from: &from.database,
@@ -130,7 +134,7 @@ impl Bulk<'_> {
         slot.database
             .drop()
             .await
-            .map_err(|e| Error::from_driver(e, slot.pool.label()))?;
+            .map_err(|e| Error::from_driver_op(e, slot.pool.label(), OpKind::Write))?;
         // The models' indexes went with it: ensured again on their next use.
         slot.renew_models();
         tracing::info!(database = db, cluster = %slot.pool.label(), "database dropped");
@@ -160,7 +164,13 @@ impl Copier<'_> {
             if spec.kind == "view" {
                 continue;
             }
-            if same_pool && self.server_side(&spec.name).await {
+            // `$out` replaces its target: it is used only where the target collection is
+            // empty, so that it writes what the streamed path would (which merges into a
+            // non-empty target, duplicates refused and reported).
+            if same_pool
+                && self.target_is_empty(&spec.name).await
+                && self.server_side(&spec.name).await
+            {
                 self.report
                     .paths
                     .insert(spec.name.clone(), CopyPath::ServerSide);
@@ -185,7 +195,7 @@ impl Copier<'_> {
         if let Some(c) = self.report.written.collections.last_mut() {
             c.failures += 1;
         }
-        self.report.written.failures.push(failure.clone());
+        super::record_failure(&mut self.report.written, self.options, failure.clone());
         if self.options.on_error == OnError::Stop {
             self.report.written.stopped = Some(failure);
             return Err(Stop);
@@ -209,6 +219,17 @@ impl Copier<'_> {
             Err(e) => self.fail(&spec.name, Stage::Indexes, format!("creating indexes: {e}"))?,
         }
         Ok(true)
+    }
+
+    /// Whether the target collection has no document (`false` when that cannot be told).
+    async fn target_is_empty(&self, name: &str) -> bool {
+        let found = self
+            .to
+            .collection::<RawDocumentBuf>(name)
+            .find_one(doc! {})
+            .projection(doc! { "_id": 1 })
+            .await;
+        matches!(found, Ok(None))
     }
 
     /// `$out` into the target database. `false` when the server refuses it (nothing is
@@ -265,7 +286,7 @@ impl Copier<'_> {
                         line: None,
                         lines: None,
                     };
-                    self.report.written.failures.push(failure.clone());
+                    super::record_failure(&mut self.report.written, self.options, failure.clone());
                     self.report.written.stopped = Some(failure);
                     return Err(Stop);
                 }
@@ -319,7 +340,7 @@ impl Copier<'_> {
                         line: None,
                         lines: None,
                     };
-                    self.report.written.failures.push(failure.clone());
+                    super::record_failure(&mut self.report.written, self.options, failure.clone());
                     self.report.written.stopped = Some(failure);
                     return Err(Stop);
                 }

@@ -11,10 +11,10 @@ use super::format::{self, CollectionSpec, Record, Sequence};
 use super::DumpProblem;
 use super::{
     classify_line, create_collection, create_indexes, Bulk, CollectionReport, Dump, Failure,
-    ImportOptions, ImportReport, Line, OnError, Progress, Stage, WriteMode, MAX_LINE_BYTES,
+    ImportOptions, ImportReport, Line, OnError, Progress, Stage, WriteMode, MAX_BATCH_BYTES,
+    MAX_DOCUMENT_BYTES, MAX_LINE_BYTES,
 };
 use crate::floor::error::{Error, Result};
-use crate::floor::name::validate_collection_name;
 use crate::registry::entry::DbEntry;
 
 /// Why an import stopped early; the report says what was written before.
@@ -102,9 +102,10 @@ impl Bulk<'_> {
             collection: None,
             batch: Vec::new(),
             batch_lines: Vec::new(),
+            batch_bytes: 0,
             views: Vec::new(),
             bytes: 0,
-            read_skips: 0,
+            unread: Unread::default(),
         };
         let outcome = run.read_all(&mut input).await;
         let report = run.report;
@@ -113,7 +114,7 @@ impl Bulk<'_> {
                 tracing::info!(
                     database = db,
                     documents = report.documents,
-                    failures = report.failures.len(),
+                    failures = report.failures.len() as u64 + report.failures_dropped,
                     "dump imported"
                 );
                 Ok(report)
@@ -141,10 +142,85 @@ struct Importer<'o> {
     collection: Option<Current>,
     batch: Vec<Document>,
     batch_lines: Vec<u64>,
+    /// BSON bytes of the documents in `batch`.
+    batch_bytes: usize,
     views: Vec<(u64, CollectionSpec)>,
     bytes: u64,
     /// Records skipped because they could not be read (not counted by the sequence).
-    read_skips: u64,
+    unread: Unread,
+}
+
+/// Records skipped before the sequence counted them, by the kind they seem to be.
+#[derive(Debug, Default)]
+struct Unread {
+    collections: u64,
+    documents: u64,
+    /// Lines whose kind cannot be told (not JSON, no record key).
+    unknown: u64,
+}
+
+impl Unread {
+    /// Whether these skipped records account exactly for the difference between the `end`
+    /// record's counts and the records read: each kind's deficit is covered by skipped
+    /// records of that kind (or of no known kind), with no overflow whatever the counts.
+    fn explain(&self, expected: (u64, u64), found: (u64, u64)) -> bool {
+        let (Some(missing_c), Some(missing_d)) = (
+            expected.0.checked_sub(found.0),
+            expected.1.checked_sub(found.1),
+        ) else {
+            return false;
+        };
+        let (Some(open_c), Some(open_d)) = (
+            missing_c.checked_sub(self.collections),
+            missing_d.checked_sub(self.documents),
+        ) else {
+            return false;
+        };
+        open_c.checked_add(open_d) == Some(self.unknown)
+    }
+
+    fn count(&mut self, kind: Option<RecordKind>) {
+        match kind {
+            Some(RecordKind::Collection) => self.collections += 1,
+            Some(RecordKind::Document) => self.documents += 1,
+            Some(RecordKind::Other) => {}
+            None => self.unknown += 1,
+        }
+    }
+}
+
+/// The kind of a record the sequence did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordKind {
+    Collection,
+    Document,
+    /// A header, an end or an unknown kind: not in the `end` counts.
+    Other,
+}
+
+/// The kind a line that could not be decoded claims to be, from its first key.
+fn sniff(line: &[u8]) -> Option<RecordKind> {
+    let head = &line[..line.len().min(64)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    if rest.starts_with("\"document\"") {
+        Some(RecordKind::Document)
+    } else if rest.starts_with("\"collection\"") {
+        Some(RecordKind::Collection)
+    } else {
+        None
+    }
+}
+
+fn kind_of(record: &Record) -> RecordKind {
+    match record {
+        Record::Collection(_) => RecordKind::Collection,
+        Record::Document(_) => RecordKind::Document,
+        _ => RecordKind::Other,
+    }
 }
 
 impl Importer<'_> {
@@ -182,20 +258,21 @@ impl Importer<'_> {
             let record = match format::decode(&line) {
                 Ok(record) => record,
                 Err(problem) => {
+                    let kind = sniff(&line);
                     self.bad_record(number, problem).await?;
+                    self.unread.count(kind);
                     continue;
                 }
             };
             match sequence.accept(&record) {
                 Ok(()) => {}
-                // The records skipped on the way account for the difference: the file is
-                // whole, and every skipped record is already listed.
+                // The records skipped on the way account for the difference, kind by kind:
+                // the file is whole, and every skipped record is already listed.
                 Err(DumpProblem::CountMismatch { expected, found })
-                    if expected.0 >= found.0
-                        && expected.1 >= found.1
-                        && (expected.0 - found.0) + (expected.1 - found.1) == self.read_skips => {}
+                    if self.unread.explain(expected, found) => {}
                 Err(problem) => {
                     self.bad_record(number, problem).await?;
+                    self.unread.count(Some(kind_of(&record)));
                     continue;
                 }
             }
@@ -226,7 +303,8 @@ impl Importer<'_> {
                         .as_ref()
                         .is_some_and(|c| c.collection.is_none())
                     {
-                        self.bad_record(
+                        // Counted by the sequence: listed, not an unread record.
+                        self.skip_counted(
                             number,
                             DumpProblem::InvalidRecord(
                                 "a document in a view or a collection that could not be created"
@@ -236,9 +314,25 @@ impl Importer<'_> {
                         .await?;
                         continue;
                     }
+                    // Checked alone before batching: a document the client or the server
+                    // would refuse for itself (a key or regex with NUL, over 16 MiB) is
+                    // refused with its line, and the batch around it is not lost.
+                    let size = match document_size(&document) {
+                        Ok(size) => size,
+                        Err(message) => {
+                            self.refuse_document(number, message).await?;
+                            continue;
+                        }
+                    };
+                    if !self.batch.is_empty() && self.batch_bytes + size > MAX_BATCH_BYTES {
+                        self.flush().await?;
+                    }
                     self.batch.push(document);
                     self.batch_lines.push(number);
-                    if self.batch.len() >= self.options.batch_size {
+                    self.batch_bytes += size;
+                    if self.batch.len() >= self.options.batch_size
+                        || self.batch_bytes >= MAX_BATCH_BYTES
+                    {
                         self.flush().await?;
                     }
                 }
@@ -277,7 +371,25 @@ impl Importer<'_> {
             Some(line),
         );
         self.report.skipped += 1;
-        self.read_skips += 1;
+        Ok(())
+    }
+
+    /// A record the sequence counted but that cannot be written: skipped and listed, or
+    /// the end of the import.
+    async fn skip_counted(&mut self, line: u64, problem: DumpProblem) -> Result<(), Stopped> {
+        self.bad_record(line, problem).await
+    }
+
+    /// A document refused before it is sent (nothing of it was written): a failure of its
+    /// line; in stop mode the import stops after writing what came before.
+    async fn refuse_document(&mut self, line: u64, message: String) -> Result<(), Stopped> {
+        let name = self.current_name();
+        if self.options.on_error == OnError::Stop {
+            self.flush().await?;
+            return self.stop(name, Stage::Write, message, Some(line));
+        }
+        self.fail(name, Stage::Write, message, Some(line));
+        self.report.skipped += 1;
         Ok(())
     }
 
@@ -304,13 +416,17 @@ impl Importer<'_> {
                 self.report.collections[c.index].failures += 1;
             }
         }
-        self.report.failures.push(Failure {
-            collection,
-            stage,
-            message,
-            line,
-            lines: None,
-        });
+        super::record_failure(
+            &mut self.report,
+            self.options,
+            Failure {
+                collection,
+                stage,
+                message,
+                line,
+                lines: None,
+            },
+        );
     }
 
     fn stop(
@@ -346,15 +462,22 @@ impl Importer<'_> {
             index,
             collection: None,
         });
-        if let Err(e) = validate_collection_name(&spec.name) {
-            return self.failed_step(line, Stage::Create, e.to_string(), Some(spec.name));
+        // Untrusted: a name the server would take, only known options, checked, before
+        // anything is sent; views are checked here too, though created at the end.
+        if let Err(m) = super::spec::create_command(&spec) {
+            return self.failed_step(
+                line,
+                Stage::Create,
+                format!("invalid collection specification: {m}"),
+                Some(spec.name),
+            );
         }
         if spec.kind == "view" {
             self.views.push((line, spec));
             return Ok(());
         }
         if let Err(e) = create_collection(&self.database, &spec).await {
-            let message = self.message(&e, "creating the collection");
+            let message = format!("creating the collection: {e}");
             return self.failed_step(line, Stage::Create, message, Some(spec.name));
         }
         if let Some(c) = self.collection.as_mut() {
@@ -388,7 +511,7 @@ impl Importer<'_> {
     async fn create_views(&mut self) -> Result<(), Stopped> {
         for (line, spec) in std::mem::take(&mut self.views) {
             if let Err(e) = create_collection(&self.database, &spec).await {
-                let message = self.message(&e, "creating the view");
+                let message = format!("creating the view: {e}");
                 self.failed_step(line, Stage::Create, message, Some(spec.name))?;
             }
         }
@@ -404,6 +527,7 @@ impl Importer<'_> {
         }
         let documents = std::mem::take(&mut self.batch);
         let lines = std::mem::take(&mut self.batch_lines);
+        self.batch_bytes = 0;
         let Some(current) = &self.collection else {
             return Ok(());
         };
@@ -418,19 +542,15 @@ impl Importer<'_> {
         let refused = match refused {
             Ok(refused) => refused,
             Err(e) => {
-                let message = self.message(
-                    &e,
-                    "writing a batch; some of its documents may have been written",
-                );
                 let failure = Failure {
                     collection: Some(name),
                     stage: Stage::Write,
-                    message,
+                    message: e.message(),
                     line: None,
                     lines: Some((lines[0], lines[lines.len() - 1])),
                 };
                 self.report.collections[index].failures += 1;
-                self.report.failures.push(failure.clone());
+                super::record_failure(&mut self.report, self.options, failure.clone());
                 self.report.stopped = Some(failure);
                 return Err(Stopped);
             }
@@ -439,8 +559,18 @@ impl Importer<'_> {
         self.report.collections[index].documents += written;
         self.report.documents += written;
         let stop = !refused.is_empty() && self.options.on_error == OnError::Stop;
+        let mut stopped = None;
         for (i, message) in refused {
             let line = lines.get(i).copied();
+            if stop && stopped.is_none() {
+                stopped = Some(Failure {
+                    collection: Some(name.clone()),
+                    stage: Stage::Write,
+                    message: message.clone(),
+                    line,
+                    lines: None,
+                });
+            }
             self.fail(Some(name.clone()), Stage::Write, message, line);
             self.report.skipped += 1;
         }
@@ -451,13 +581,7 @@ impl Importer<'_> {
             });
         }
         if stop {
-            self.report.stopped = self
-                .report
-                .failures
-                .iter()
-                .rev()
-                .find(|f| f.stage == Stage::Write)
-                .cloned();
+            self.report.stopped = stopped;
             return Err(Stopped);
         }
         Ok(())
@@ -468,7 +592,7 @@ impl Importer<'_> {
         &self,
         collection: &Collection<Document>,
         documents: &[Document],
-    ) -> mongodb::error::Result<Vec<(usize, String)>> {
+    ) -> Result<Vec<(usize, String)>, BatchError> {
         match collection.insert_many(documents).ordered(false).await {
             Ok(_) => Ok(Vec::new()),
             Err(e) => match &*e.kind {
@@ -485,7 +609,7 @@ impl Importer<'_> {
                         })
                         .collect())
                 }
-                _ => Err(e),
+                _ => Err(BatchError::from_driver(e)),
             },
         }
     }
@@ -495,7 +619,7 @@ impl Importer<'_> {
         &self,
         name: &str,
         documents: &[Document],
-    ) -> mongodb::error::Result<Vec<(usize, String)>> {
+    ) -> Result<Vec<(usize, String)>, BatchError> {
         let mut refused = Vec::new();
         let mut updates = Vec::with_capacity(documents.len());
         let mut positions = Vec::with_capacity(documents.len());
@@ -513,10 +637,27 @@ impl Importer<'_> {
         if updates.is_empty() {
             return Ok(refused);
         }
+        let mut command = doc! { "update": name, "updates": updates, "ordered": false };
+        // `run_command` sends no write concern of its own: the database's (its URI's or its
+        // `DbConfig`'s), as `insert_many` would use.
+        if let Some(wc) = self.database.write_concern() {
+            if let Ok(wc) = mongodb::bson::to_bson(wc) {
+                command.insert("writeConcern", wc);
+            }
+        }
         let reply = self
             .database
-            .run_command(doc! { "update": name, "updates": updates, "ordered": false })
-            .await?;
+            .run_command(command)
+            .await
+            .map_err(BatchError::from_driver)?;
+        // Applied, but not as durably as asked: not counted as written.
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(BatchError::WriteConcern(format!(
+                "({}): {}",
+                wce.get_i32("code").unwrap_or(0),
+                wce.get_str("errmsg").unwrap_or("")
+            )));
+        }
         if let Ok(errors) = reply.get_array("writeErrors") {
             for e in errors.iter().filter_map(Bson::as_document) {
                 let index = e
@@ -534,5 +675,60 @@ impl Importer<'_> {
         }
         refused.sort_unstable();
         Ok(refused)
+    }
+}
+
+/// The size of `document` as BSON, or why neither the client nor the server would take it.
+fn document_size(document: &Document) -> Result<usize, String> {
+    let mut bytes = Vec::new();
+    if let Err(e) = document.to_writer(&mut bytes) {
+        return Err(format!(
+            "refused before sending (not valid BSON: {e}); nothing of it was written"
+        ));
+    }
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "refused before sending: {} bytes, over the {MAX_DOCUMENT_BYTES} bytes a document may have; nothing of it was written",
+            bytes.len()
+        ));
+    }
+    Ok(bytes.len())
+}
+
+/// A write batch that failed as a whole.
+enum BatchError {
+    /// Refused by the client before anything was sent.
+    NotSent(mongodb::error::Error),
+    /// The server applied the writes but reported a write-concern error.
+    WriteConcern(String),
+    /// The connection broke or the server failed: some documents may have been written.
+    Unknown(mongodb::error::Error),
+}
+
+impl BatchError {
+    fn from_driver(e: mongodb::error::Error) -> Self {
+        match &*e.kind {
+            DriverKind::InvalidArgument { .. }
+            | DriverKind::BsonSerialization(_)
+            | DriverKind::ServerSelection { .. } => BatchError::NotSent(e),
+            DriverKind::InsertMany(f) if f.write_concern_error.is_some() => {
+                BatchError::WriteConcern(format!("{e}"))
+            }
+            _ => BatchError::Unknown(e),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            BatchError::NotSent(e) => {
+                format!("writing a batch: refused before sending, nothing of it was written: {e}")
+            }
+            BatchError::WriteConcern(m) => format!(
+                "writing a batch: the server applied it but reported a write-concern error {m}; its documents may not be durable"
+            ),
+            BatchError::Unknown(e) => {
+                format!("writing a batch; some of its documents may have been written: {e}")
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ mod copy;
 mod export;
 pub(crate) mod format;
 mod import;
+mod spec;
 
 use std::fmt;
 use std::io::BufRead;
@@ -26,6 +27,7 @@ pub use crate::floor::bulk_report::{
 };
 pub use copy::{CopyPath, CopyReport};
 use format::{CollectionSpec, Header, Record, Sequence};
+pub use spec::ALLOWED_COLLECTION_OPTIONS;
 
 /// Default documents per write batch of an import or copy.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -236,14 +238,32 @@ const NAMESPACE_EXISTS: i32 = 48;
 pub(crate) async fn create_collection(
     database: &mongodb::Database,
     spec: &CollectionSpec,
-) -> mongodb::error::Result<()> {
-    let mut create = mongodb::bson::doc! { "create": spec.name.as_str() };
-    create.extend(spec.options.clone());
+) -> std::result::Result<(), CreateError> {
+    // The specification is untrusted (a dump): only known options, checked, under our name.
+    let create = spec::create_command(spec).map_err(CreateError::Refused)?;
     match database.run_command(create).await {
         Err(e) if !matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => {
-            Err(e)
+            Err(CreateError::Driver(e))
         }
         _ => Ok(()),
+    }
+}
+
+/// Why a collection could not be created.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// Its specification was refused before anything was sent.
+    Refused(String),
+    /// The server or the driver failed.
+    Driver(mongodb::error::Error),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::Refused(m) => write!(f, "invalid collection specification: {m}"),
+            CreateError::Driver(e) => e.fmt(f),
+        }
     }
 }
 
@@ -406,7 +426,28 @@ pub struct ImportOptions {
     pub drop_target_first: bool,
     /// Called after each batch written.
     pub progress: Option<ProgressFn>,
+    /// Failures kept in [`ImportReport::failures`]; later ones are only counted
+    /// ([`ImportReport::failures_dropped`]) and handed to [`on_failure`](Self::on_failure),
+    /// so an import of any size in continue mode holds bounded memory. Default
+    /// [`DEFAULT_MAX_FAILURES`].
+    pub max_failures: usize,
+    /// Called with every failure as it happens (kept in the report or not): a place to
+    /// stream a full failure report to.
+    pub on_failure: Option<FailureFn>,
 }
+
+/// Default number of failures an import or copy keeps in its report.
+pub const DEFAULT_MAX_FAILURES: usize = 1000;
+
+/// Most bytes of documents in one write batch (the server takes commands of at most
+/// 16 MiB and 16 KiB; the rest is room for the command itself).
+pub(crate) const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest document MongoDB stores.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A callback receiving each [`Failure`] of an import or copy.
+pub type FailureFn = Arc<dyn Fn(&Failure) + Send + Sync>;
 
 impl Default for ImportOptions {
     fn default() -> Self {
@@ -416,7 +457,22 @@ impl Default for ImportOptions {
             mode: WriteMode::Insert,
             drop_target_first: false,
             progress: None,
+            max_failures: DEFAULT_MAX_FAILURES,
+            on_failure: None,
         }
+    }
+}
+
+/// Records `failure` in `report`: kept while fewer than `options.max_failures` are, else
+/// counted; handed to `options.on_failure` either way.
+pub(crate) fn record_failure(report: &mut ImportReport, options: &ImportOptions, failure: Failure) {
+    if let Some(f) = &options.on_failure {
+        f(&failure);
+    }
+    if report.failures.len() < options.max_failures {
+        report.failures.push(failure);
+    } else {
+        report.failures_dropped += 1;
     }
 }
 
@@ -428,6 +484,8 @@ impl fmt::Debug for ImportOptions {
             .field("mode", &self.mode)
             .field("drop_target_first", &self.drop_target_first)
             .field("progress", &self.progress.is_some())
+            .field("max_failures", &self.max_failures)
+            .field("on_failure", &self.on_failure.is_some())
             .finish()
     }
 }
@@ -460,6 +518,19 @@ impl ImportOptions {
     /// A progress callback.
     pub fn progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Failures kept in the report (later ones are counted and handed to
+    /// [`on_failure`](Self::on_failure)).
+    pub fn max_failures(mut self, n: usize) -> Self {
+        self.max_failures = n;
+        self
+    }
+
+    /// A callback receiving every failure as it happens.
+    pub fn on_failure(mut self, f: impl Fn(&Failure) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Arc::new(f));
         self
     }
 }
