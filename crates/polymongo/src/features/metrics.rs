@@ -20,7 +20,7 @@ use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
 /// Databases with their own usage series; the others are summed into one.
 pub const MAX_METRIC_DATABASES: usize = 50;
 
-/// The content type of [`render`]'s output, for an HTTP response.
+/// The content type of [`render`](crate::metrics::render)'s output, for an HTTP response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Writes `value` as a label value: backslash, double quote and newline escaped.
