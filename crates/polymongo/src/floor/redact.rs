@@ -105,23 +105,11 @@ impl<'a> Parts<'a> {
             }
         }
         for (key, value) in self.options() {
-            if is_secret_option(key) && !value.is_empty() {
-                out.push(value.to_owned());
-                // `authMechanismProperties=AWS_SESSION_TOKEN:abc,SERVICE_NAME:x`: each
-                // property's value as well.
-                for property in value.split(',') {
-                    if let Some((_, v)) = property.split_once(':') {
-                        out.push(v.to_owned());
-                    }
-                }
+            if is_secret_option(key) {
+                push_secret_value(&mut out, value);
             }
         }
-        let decoded: Vec<String> = out.iter().map(|s| percent_decode(s)).collect();
-        out.extend(decoded);
-        out.retain(|s| !s.is_empty());
-        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        out.dedup();
-        out
+        finish_secrets(out)
     }
 
     fn options(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
@@ -274,17 +262,32 @@ fn loose_secrets(uri: &str) -> Vec<String> {
         for option in uri[q + 1..].split(['&', ';', '?']) {
             if let Some((key, value)) = option.split_once('=') {
                 let key = key.rsplit(['@', '/']).next().unwrap_or(key);
-                if is_secret_option(key) && !value.is_empty() {
-                    out.push(value.to_owned());
-                    for property in value.split(',') {
-                        if let Some((_, v)) = property.split_once(':') {
-                            out.push(v.to_owned());
-                        }
-                    }
+                if is_secret_option(key) {
+                    push_secret_value(&mut out, value);
                 }
             }
         }
     }
+    finish_secrets(out)
+}
+
+/// Adds a secret option's value, and for `authMechanismProperties=AWS_SESSION_TOKEN:abc,…`
+/// each property's value as well.
+fn push_secret_value(out: &mut Vec<String>, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    out.push(value.to_owned());
+    for property in value.split(',') {
+        if let Some((_, v)) = property.split_once(':') {
+            out.push(v.to_owned());
+        }
+    }
+}
+
+/// The secrets to hide, raw and percent-decoded, longest first (so a secret containing
+/// another is replaced whole).
+fn finish_secrets(mut out: Vec<String>) -> Vec<String> {
     let decoded: Vec<String> = out.iter().map(|s| percent_decode(s)).collect();
     out.extend(decoded);
     out.retain(|s| !s.is_empty());
