@@ -105,7 +105,9 @@ async fn seeded(n: i32) -> (TestServer, Client) {
 #[tokio::test]
 async fn the_export_progress_bar_and_top_render_in_a_terminal() {
     if !tmux_available() {
-        eprintln!("skipped: tmux is not installed, so there is no terminal to render in");
+        polymongo_testkit::record_skip(
+            "tmux is not installed, so there is no terminal to render in",
+        );
         return;
     }
     let (server, raw) = seeded(2_000).await;
@@ -285,7 +287,9 @@ impl CountHint for polymongo::mongodb::Cursor<Document> {
 #[tokio::test]
 async fn the_import_bar_counts_bytes_with_an_eta() {
     if !tmux_available() {
-        eprintln!("skipped: tmux is not installed, so there is no terminal to render in");
+        polymongo_testkit::record_skip(
+            "tmux is not installed, so there is no terminal to render in",
+        );
         return;
     }
     let (server, _raw) = seeded(2_000).await;

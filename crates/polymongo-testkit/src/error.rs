@@ -12,29 +12,44 @@ use crate::server::ServerKind;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestKitError {
-    /// No usable Python interpreter was found, so nx-27017 cannot be installed.
+    /// No usable Python interpreter was found, so an emulated server cannot be installed.
     #[error(
-        "no usable Python 3 interpreter ({detail}); the test kit runs nx-27017 from PyPI and needs \
-         Python 3.11-3.14 with the `venv` module: install python3 (and python3-venv), point \
-         ServerOptions::python / POLYMONGO_TEST_PYTHON at one, put `mongod` on PATH, or set \
-         POLYMONGO_TEST_URI=mongodb://host:port to test against an existing server"
+        "no usable Python 3 interpreter ({detail}); the test kit runs its emulated servers from \
+         PyPI and needs Python with the `venv` module (nx-27017: 3.11-3.14, mongoeco: 3.13+): \
+         install python3 (and python3-venv), point ServerOptions::python / POLYMONGO_TEST_PYTHON \
+         at one, put `mongod` on PATH, or set POLYMONGO_TEST_URI=mongodb://host:port to test \
+         against an existing server"
     )]
     NoPython {
         /// What was tried and why it failed.
         detail: String,
     },
 
-    /// The Python interpreter is outside the range nx-27017 0.8.1 supports.
+    /// The Python interpreter is outside the range the server's pinned packages support.
     #[error(
-        "Python {version} at {python} is not supported by nx-27017 0.8.1 and its pinned \
-         dependencies (needs 3.11 to 3.14); install a supported python3 and point \
-         ServerOptions::python / POLYMONGO_TEST_PYTHON at it"
+        "Python {version} at {python} cannot run {server} (needs Python {needs}); install a \
+         supported Python and point ServerOptions::python at it (or POLYMONGO_TEST_PYTHON for \
+         nx-27017, POLYMONGO_MONGOECO_PYTHON for mongoeco)"
     )]
     PythonUnsupported {
+        /// The server the interpreter was for.
+        server: ServerKind,
+        /// The versions that server supports.
+        needs: &'static str,
         /// The interpreter that was asked.
         python: PathBuf,
         /// The version it reported.
         version: String,
+    },
+
+    /// No Python 3.13 or newer was found for mongoeco.
+    #[error(
+        "mongoeco needs Python 3.13 or newer and none was found ({detail}); install one (e.g. \
+         `pyenv install 3.13`) or point POLYMONGO_MONGOECO_PYTHON at one"
+    )]
+    NoMongoEcoPython {
+        /// Every interpreter that was tried and why it did not do.
+        detail: String,
     },
 
     /// `python3 -m venv` failed.
@@ -49,25 +64,31 @@ pub enum TestKitError {
         stderr_tail: String,
     },
 
-    /// `pip install` of the pinned nx-27017 packages failed.
+    /// `pip install` of the server's pinned packages failed.
     #[error(
-        "pip could not install the pinned nx-27017 packages (is a package index reachable? a \
+        "pip could not install the pinned {server} packages (is a package index reachable? a \
          proxy or PIP_INDEX_URL may be needed; delete {cache} to retry from scratch); pip \
          said:\n{stderr_tail}"
     )]
     PipFailed {
+        /// The server being installed.
+        server: ServerKind,
         /// The cache directory of the failed installation.
         cache: PathBuf,
         /// The last lines pip wrote to stderr.
         stderr_tail: String,
     },
 
-    /// The launcher's monkeypatches of nx-27017 no longer apply.
+    /// The launcher's patches of the server no longer apply, or its self-test failed.
     #[error(
-        "the test kit's nx-27017 launcher could not patch nx-27017 (was the pinned version \
-         changed? update src/nx_launcher.py); it said:\n{output_tail}"
+        "the test kit's {server} launcher could not patch or verify {server} (was the pinned \
+         version changed? update src/{launcher}); it said:\n{output_tail}"
     )]
     PatchFailed {
+        /// The server being patched.
+        server: ServerKind,
+        /// The launcher script's file name.
+        launcher: &'static str,
         /// The launcher's output.
         output_tail: String,
     },
@@ -116,6 +137,17 @@ pub enum TestKitError {
          fall back to nx-27017"
     )]
     NoMongod,
+
+    /// No server the kit can provide here has every capability a test asked for
+    /// ([`ServerOptions::require`](crate::ServerOptions::require)): the test should be
+    /// reported as skipped with this reason ([`crate::server_for`] does that).
+    #[error("no test server here has {needs}: {reason}")]
+    Unavailable {
+        /// The capabilities asked for, in words.
+        needs: String,
+        /// Why each candidate server does not do.
+        reason: String,
+    },
 
     /// An external server was required but `POLYMONGO_TEST_URI` is not set.
     #[error(
@@ -177,6 +209,12 @@ pub enum TestKitError {
 }
 
 impl TestKitError {
+    /// Whether this error means "no server here can run this test" (a skip), rather than a
+    /// failure to start a server that should have started.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, TestKitError::Unavailable { .. })
+    }
+
     /// Wraps an I/O error with what the kit was doing.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         TestKitError::Io {

@@ -4,7 +4,7 @@
 //! [`TestServer::start`] gives every test its own server, and dropping the
 //! [`TestServer`] stops it. Which server, first match wins:
 //!
-//! 1. env `POLYMONGO_TEST_SERVER=nx|mongod|external` forces a kind;
+//! 1. env `POLYMONGO_TEST_SERVER=nx|mongoeco|mongod|external` forces a kind;
 //! 2. env `POLYMONGO_TEST_URI` → an existing server ([`ServerKind::External`]);
 //! 3. `mongod` on `PATH` → a single-node replica set on a free port with a
 //!    temporary dbpath ([`ServerKind::Mongod`]; transactions and change streams
@@ -13,13 +13,38 @@
 //!    wire-protocol server on SQLite ([`ServerKind::Nx27017`]), installed by
 //!    the kit on first use into a cached Python virtual environment (needs
 //!    `python3` 3.11+ with `venv`; about 6 s once; each server then starts in
-//!    well under a second). [`ServerOptions`] can require a kind, or ask for a
-//!    server the kit owns ([`ServerOptions::managed`]).
+//!    well under a second);
+//! 5. for a test that needs what nx-27017 lacks, [mongoeco](https://pypi.org/project/mongoeco/)
+//!    4.11.0 ([`ServerKind::MongoEco`]), installed likewise (needs Python 3.13+, found on
+//!    PATH or among pyenv's versions; about 16 s once; each server starts in about 1.5 s).
 //!
-//! nx-27017 is useful and it is not MongoDB: the crate's `QUIRKS.md` and the
-//! project's design notes list what it does differently. In short, use
-//! [`TestServer::supports_transactions`] before testing transaction isolation,
-//! and compare statistics with what the server itself reports.
+//! [`ServerOptions`] can require a kind, or ask for a server the kit owns
+//! ([`ServerOptions::managed`]).
+//!
+//! # Capabilities
+//!
+//! Tests say what they need rather than which server: [`server_for`] (or
+//! [`ServerOptions::require`]) with [`Capability`] values such as exact BSON types, index
+//! directions, transaction isolation, cross-database transactions, fail points, change streams,
+//! or a restart that keeps data. The kit picks a server that has them — an external server or
+//! `mongod` first when there is one — and when none here does, the test is reported as
+//! skipped with the reason (stderr, and the run report of env `POLYMONGO_TEST_REPORT`, which
+//! the crate's `testkit-report` program summarises).
+//!
+//! ```no_run
+//! use polymongo_testkit::{server_for, Capability};
+//!
+//! # async fn example() {
+//! let Some(server) = server_for(&[Capability::CrossDatabaseTransactions]).await else {
+//!     return; // reported as skipped, with the reason
+//! };
+//! # let _ = server;
+//! # }
+//! ```
+//!
+//! nx-27017 and mongoeco are useful and they are not MongoDB: the crate's `QUIRKS.md` and the
+//! project's design notes list what each does differently. Compare statistics with what the
+//! server itself reports.
 //!
 //! # Example
 //!
@@ -54,26 +79,33 @@
 //!
 //! Servers bind 127.0.0.1 only, each on its own free port with its own
 //! temporary directory (data, pid file, logs), so any number can run at once,
-//! in one test process or many. The kit's nx launcher also ends the server
+//! in one test process or many. The kit's launchers also end the server
 //! when the test process dies without dropping it. Unix only (Linux, macOS).
 
 #![deny(missing_docs)]
 
+mod capability;
+mod emulator;
 mod error;
 mod mongod;
+mod mongoeco;
 mod nx;
 mod options;
 mod port;
 mod probe;
 mod process;
 mod proxy;
+mod python;
+mod report;
 mod server;
 mod venv;
 
+pub use capability::{Capabilities, Capability};
 pub use error::TestKitError;
 pub use options::ServerOptions;
 pub use probe::connection_count;
 pub use proxy::{Fault, FaultProxy, ProxyStats};
+pub use report::{record_skip, server_for, server_for_with, RunReport, ENV_TEST_REPORT};
 pub use server::{ServerKind, TestServer, ENV_TEST_SERVER, ENV_TEST_URI};
 
 /// The Python interpreter of the kit's cached environment, which has pymongo (and so
@@ -85,11 +117,9 @@ pub use server::{ServerKind, TestServer, ENV_TEST_SERVER, ENV_TEST_URI};
 /// # Errors
 /// As [`TestServer::start`] when the environment cannot be installed.
 pub async fn pymongo_python() -> Result<std::path::PathBuf, TestKitError> {
-    tokio::task::spawn_blocking(|| venv::ensure(None, None).map(|install| install.python))
+    emulator::install(&venv::NX, &ServerOptions::new())
         .await
-        .map_err(|e| {
-            TestKitError::Unsupported(format!("installing the environment panicked: {e}"))
-        })?
+        .map(|install| install.python)
 }
 
 /// The cluster an example or tool should use: `MONGODB_URI` when it is set, else a local test

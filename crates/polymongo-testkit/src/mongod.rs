@@ -107,6 +107,7 @@ pub(crate) async fn start(
             uri,
             port,
             true,
+            true,
             timeout,
             process,
             dir,

@@ -1,12 +1,14 @@
-//! The cached Python virtual environment that holds nx-27017.
+//! The cached Python virtual environments that hold the emulated servers (nx-27017, mongoeco).
 //!
-//! Layout, under the cache root (see [`cache_root`]):
+//! Layout, under the cache root (see [`cache_root`]), one set per [`Flavor`]:
 //!
 //! ```text
-//! venv-<hash>.lock        lock file (exclusive lock while installing)
-//! venv-<hash>/venv/       the virtual environment (python3 -m venv + pip install)
+//! venv-<hash>.lock            nx-27017: lock file (exclusive lock while installing)
+//! venv-<hash>/venv/           the virtual environment (python -m venv + pip install)
 //! venv-<hash>/nx_launcher.py
-//! venv-<hash>/READY       written last: its presence means the install is complete
+//! venv-<hash>/READY           written last: its presence means the install is complete
+//! mongoeco-<hash>.lock        mongoeco: the same, with mongoeco_launcher.py
+//! mongoeco-<hash>/...
 //! ```
 //!
 //! `<hash>` covers the pinned packages, the launcher's text and the base
@@ -25,24 +27,76 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::error::{tail, TestKitError};
+use crate::python::Python;
+use crate::server::ServerKind;
 
-/// The exact packages installed into the environment. nx-27017 and its whole
-/// dependency closure are pinned, so every machine runs the same server.
-pub(crate) const PINS: &[&str] = &[
-    "nx-27017==0.8.1",
-    "neosqlite==1.17.2",
-    "pymongo==4.20.1",
-    "dnspython==2.9.2",
-];
+/// One kind of emulated server installed from PyPI: what to install and how to run it.
+#[derive(Debug)]
+pub(crate) struct Flavor {
+    /// The server it installs.
+    pub(crate) kind: ServerKind,
+    /// Prefix of its cache directory and lock file.
+    pub(crate) dir_prefix: &'static str,
+    /// The exact packages, the whole dependency closure pinned, so every machine runs the
+    /// same server.
+    pub(crate) pins: &'static [&'static str],
+    /// The launcher script (patches, self-test, then serves).
+    pub(crate) launcher: &'static str,
+    /// The launcher's file name in the cache.
+    pub(crate) launcher_file: &'static str,
+    /// How long an install takes here, for the log line.
+    pub(crate) install_time: &'static str,
+}
 
-/// The launcher script (patches nx-27017's change streams, then runs it).
-pub(crate) const LAUNCHER: &str = include_str!("nx_launcher.py");
+/// nx-27017 0.8.1 and its dependencies.
+pub(crate) const NX: Flavor = Flavor {
+    kind: ServerKind::Nx27017,
+    dir_prefix: "venv",
+    pins: &[
+        "nx-27017==0.8.1",
+        "neosqlite==1.17.2",
+        "pymongo==4.20.1",
+        "dnspython==2.9.2",
+    ],
+    launcher: include_str!("nx_launcher.py"),
+    launcher_file: "nx_launcher.py",
+    install_time: "about 6 s",
+};
+
+/// mongoeco 4.11.0 with its wire extra, and the whole closure `pip` resolves for it
+/// (measured with `pip freeze` in a fresh Python 3.13 environment).
+pub(crate) const MONGOECO: Flavor = Flavor {
+    kind: ServerKind::MongoEco,
+    dir_prefix: "mongoeco",
+    pins: &[
+        "mongoeco[wire]==4.11.0",
+        "attrs==26.1.0",
+        "cxp==5.0.0",
+        "dnspython==2.9.2",
+        "jsonschema==4.26.0",
+        "jsonschema-specifications==2025.9.1",
+        "msgspec==0.23.0",
+        "numkong==7.8.6",
+        "numpy==2.5.5",
+        "pymongo==4.20.1",
+        "pyuca==1.2",
+        "referencing==0.37.0",
+        "rfc8785==0.1.4",
+        "rpds-py==2026.9.1",
+        "shapely==2.2.0",
+        "tqdm==4.70.1",
+        "usearch==2.26.6",
+    ],
+    launcher: include_str!("mongoeco_launcher.py"),
+    launcher_file: "mongoeco_launcher.py",
+    install_time: "about 16 s",
+};
 
 const READY_MARKER: &str = "READY";
 
-/// A usable nx-27017 installation.
+/// A usable installation of one flavor.
 #[derive(Debug, Clone)]
-pub(crate) struct NxInstall {
+pub(crate) struct Install {
     /// The environment's interpreter.
     pub(crate) python: PathBuf,
     /// The launcher script.
@@ -80,114 +134,6 @@ pub(crate) fn cache_root(explicit: Option<&Path>) -> PathBuf {
     std::env::temp_dir().join("polymongo-testkit")
 }
 
-/// Finds the base interpreter: `explicit`, env `POLYMONGO_TEST_PYTHON`, then
-/// `python3` and `python` on PATH.
-pub(crate) fn find_python(explicit: Option<&Path>) -> Result<PathBuf, TestKitError> {
-    if let Some(path) = explicit {
-        return check_executable(path, "ServerOptions::python");
-    }
-    if let Some(path) = std::env::var_os("POLYMONGO_TEST_PYTHON").filter(|v| !v.is_empty()) {
-        return check_executable(Path::new(&path), "POLYMONGO_TEST_PYTHON");
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    for name in ["python3", "python"] {
-        if let Some(found) = find_on_path(name, &path_var) {
-            return Ok(found);
-        }
-    }
-    Err(TestKitError::NoPython {
-        detail: format!(
-            "neither python3 nor python is on PATH={:?}",
-            path_var.to_string_lossy()
-        ),
-    })
-}
-
-fn check_executable(path: &Path, source: &str) -> Result<PathBuf, TestKitError> {
-    if is_executable(path) {
-        Ok(path.to_path_buf())
-    } else {
-        Err(TestKitError::NoPython {
-            detail: format!(
-                "{} (from {source}) is not an executable file",
-                path.display()
-            ),
-        })
-    }
-}
-
-/// Looks `name` up in a PATH-style list of directories.
-pub(crate) fn find_on_path(name: &str, path_var: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path_var)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = fs::metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        true
-    }
-}
-
-/// The base interpreter's real executable and version.
-struct PythonInfo {
-    executable: String,
-    version: String,
-}
-
-fn python_info(python: &Path) -> Result<PythonInfo, TestKitError> {
-    let output = Command::new(python)
-        .args([
-            "-I",
-            "-c",
-            "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| TestKitError::NoPython {
-            detail: format!("running {} failed: {e}", python.display()),
-        })?;
-    if !output.status.success() {
-        return Err(TestKitError::NoPython {
-            detail: format!(
-                "{} exited with {}: {}",
-                python.display(),
-                output.status,
-                tail(&String::from_utf8_lossy(&output.stderr), 5)
-            ),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let mut lines = stdout.lines();
-    let executable = lines.next().unwrap_or_default().trim().to_owned();
-    let version = lines.next().unwrap_or_default().trim().to_owned();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    let (major, minor) = (parts.next().flatten(), parts.next().flatten());
-    match (major, minor) {
-        (Some(3), Some(minor)) if (11..=14).contains(&minor) => Ok(PythonInfo {
-            executable,
-            version,
-        }),
-        _ => Err(TestKitError::PythonUnsupported {
-            python: python.to_path_buf(),
-            version,
-        }),
-    }
-}
-
 /// FNV-1a, 64 bit: a stable hash (std's `DefaultHasher` may change between
 /// Rust releases, which would needlessly reinstall).
 fn fnv1a(parts: &[&str]) -> u64 {
@@ -210,23 +156,27 @@ fn venv_python(venv: &Path) -> PathBuf {
     }
 }
 
-/// Makes sure nx-27017 is installed and returns how to run it. Blocking (runs
-/// python and pip); call it from `spawn_blocking`.
+/// Makes sure `flavor` is installed for the base interpreter `base` and returns how to run
+/// it. Blocking (runs python and pip); call it from `spawn_blocking`.
 pub(crate) fn ensure(
-    python: Option<&Path>,
+    flavor: &Flavor,
+    base: &Python,
     cache_dir: Option<&Path>,
-) -> Result<NxInstall, TestKitError> {
-    let base_python = find_python(python)?;
-    let info = python_info(&base_python)?;
-    let mut key: Vec<&str> = PINS.to_vec();
-    key.extend([LAUNCHER, info.executable.as_str(), info.version.as_str()]);
+) -> Result<Install, TestKitError> {
+    let mut key: Vec<&str> = flavor.pins.to_vec();
+    key.extend([
+        flavor.launcher,
+        base.executable.as_str(),
+        base.version.as_str(),
+    ]);
     let hash = fnv1a(&key);
 
     let root = cache_root(cache_dir);
-    let dir = root.join(format!("venv-{hash:016x}"));
-    let install = NxInstall {
+    let name = format!("{}-{hash:016x}", flavor.dir_prefix);
+    let dir = root.join(&name);
+    let install = Install {
         python: venv_python(&dir.join("venv")),
-        launcher: dir.join("nx_launcher.py"),
+        launcher: dir.join(flavor.launcher_file),
     };
     if dir.join(READY_MARKER).is_file() {
         return Ok(install);
@@ -238,7 +188,7 @@ pub(crate) fn ensure(
             e,
         )
     })?;
-    let lock_path = root.join(format!("venv-{hash:016x}.lock"));
+    let lock_path = root.join(format!("{name}.lock"));
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -254,18 +204,25 @@ pub(crate) fn ensure(
         return Ok(install);
     }
     tracing::info!(
+        server = %flavor.kind,
         dir = %dir.display(),
-        python = %info.executable,
-        "installing nx-27017 into a cached virtual environment (about 6 s, once)"
+        python = %base.executable,
+        "installing the test server into a cached virtual environment ({}, once)",
+        flavor.install_time
     );
-    let result = install_into(&base_python, &dir, &install);
+    let result = install_into(flavor, &base.path, &dir, &install);
     drop(lock); // releases the lock
     result.map(|()| install)
 }
 
 /// Installs into `dir` (caller holds the lock). Any earlier, unfinished
 /// attempt in `dir` is removed first.
-fn install_into(base_python: &Path, dir: &Path, install: &NxInstall) -> Result<(), TestKitError> {
+fn install_into(
+    flavor: &Flavor,
+    base_python: &Path,
+    dir: &Path,
+    install: &Install,
+) -> Result<(), TestKitError> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(|e| {
             TestKitError::io(
@@ -304,17 +261,18 @@ fn install_into(base_python: &Path, dir: &Path, install: &NxInstall) -> Result<(
                 "--no-input",
                 "-q",
             ])
-            .args(PINS),
+            .args(flavor.pins),
         "pip install",
     )?;
     if !output.status.success() {
         return Err(TestKitError::PipFailed {
+            server: flavor.kind,
             cache: dir.to_path_buf(),
             stderr_tail: tail(&combined(&output), 20),
         });
     }
 
-    fs::write(&install.launcher, LAUNCHER)
+    fs::write(&install.launcher, flavor.launcher)
         .map_err(|e| TestKitError::io(format!("writing {}", install.launcher.display()), e))?;
     let output = run(
         Command::new(&install.python)
@@ -325,6 +283,8 @@ fn install_into(base_python: &Path, dir: &Path, install: &NxInstall) -> Result<(
     )?;
     if !output.status.success() {
         return Err(TestKitError::PatchFailed {
+            server: flavor.kind,
+            launcher: flavor.launcher_file,
             output_tail: tail(&combined(&output), 20),
         });
     }
@@ -333,7 +293,7 @@ fn install_into(base_python: &Path, dir: &Path, install: &NxInstall) -> Result<(
     let tmp = dir.join(format!("{READY_MARKER}.tmp"));
     let mut file = File::create(&tmp)
         .map_err(|e| TestKitError::io(format!("creating {}", tmp.display()), e))?;
-    writeln!(file, "{}", PINS.join("\n"))
+    writeln!(file, "{}", flavor.pins.join("\n"))
         .and_then(|()| file.sync_all())
         .map_err(|e| TestKitError::io(format!("writing {}", tmp.display()), e))?;
     fs::rename(&tmp, dir.join(READY_MARKER))
@@ -368,11 +328,11 @@ mod tests {
     }
 
     #[test]
-    fn path_lookup() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(find_on_path("python3", dir.path().as_os_str()).is_none());
-        let err = find_python(Some(&dir.path().join("python3"))).expect_err("missing");
-        assert!(matches!(err, TestKitError::NoPython { .. }), "{err}");
+    fn flavors_have_distinct_directories_and_pin_everything() {
+        assert_ne!(NX.dir_prefix, MONGOECO.dir_prefix);
+        for flavor in [&NX, &MONGOECO] {
+            assert!(flavor.pins.iter().all(|p| p.contains("==")), "{flavor:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
 use polymongo::{DbConfig, Error, ErrorKind, Model, PolyMongo};
+use polymongo_testkit::Capability;
 use serde::{Deserialize, Serialize};
 
 use common::{raw, server};
@@ -239,13 +240,12 @@ async fn a_transient_error_reruns_the_closure_and_commits_once() {
     // The closure's first attempt fails with an error the driver labels
     // `TransientTransactionError`: a network error inside a transaction. It is provoked
     // honestly, by restarting the server between two operations of the first attempt.
-    let mut server = polymongo_testkit::TestServer::start_with(
-        polymongo_testkit::ServerOptions::new()
-            .persistent(true)
-            .managed(true),
-    )
-    .await
-    .expect("server");
+    let Some(mut server) =
+        polymongo_testkit::server_for(&[Capability::RestartKeepsData, Capability::Transactions])
+            .await
+    else {
+        return;
+    };
     let poly = common::manager(&server, 2).await;
     let orders = poly.model::<Order>();
     // A first, ordinary write creates the database and warms the pool.
@@ -285,20 +285,26 @@ async fn a_transient_error_reruns_the_closure_and_commits_once() {
     poly.close_all(Duration::from_secs(5)).await;
 }
 
+/// A server with isolated transactions that may span databases (a replica set, mongos or
+/// mongoeco), or `None` when there is none here (reported as a skip).
+async fn cross_database_server() -> Option<polymongo_testkit::TestServer> {
+    polymongo_testkit::server_for(&[
+        Capability::CrossDatabaseTransactions,
+        Capability::TransactionIsolation,
+    ])
+    .await
+}
+
 #[tokio::test]
-async fn two_databases_commit_together_on_a_replica_set() {
-    let server = server().await;
-    if !server.supports_transactions() {
-        eprintln!(
-            "skipped: {} does not run transactions across databases (nx-27017 refuses them); \
-             set POLYMONGO_TEST_URI to a replica set or put mongod on PATH",
-            server.kind()
-        );
+async fn two_databases_commit_together_unseen_until_the_commit() {
+    let Some(server) = cross_database_server().await else {
         return;
-    }
+    };
     let poly = common::manager(&server, 4).await;
     let (orders, entries) = (poly.model::<Order>(), poly.model::<Entry>());
-    poly.transaction(["txn_shop", "txn_ledger"])
+    let observer = raw(&server).await;
+    let seen_inside = poly
+        .transaction(["txn_shop", "txn_ledger"])
         .run(async |s| {
             orders
                 .db("txn_shop")?
@@ -310,13 +316,175 @@ async fn two_databases_commit_together_on_a_replica_set() {
                 .insert_one(Entry { credit: 5 })
                 .session(&mut *s)
                 .await?;
+            // A second client, outside the transaction, sees neither write yet.
+            Ok((
+                count(&observer, "txn_shop", "orders").await,
+                count(&observer, "txn_ledger", "entries").await,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen_inside, (0, 0), "uncommitted writes were visible");
+    assert_eq!(count(&observer, "txn_shop", "orders").await, 1);
+    assert_eq!(count(&observer, "txn_ledger", "entries").await, 1);
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn two_databases_abort_together_and_leave_nothing() {
+    let Some(server) = cross_database_server().await else {
+        return;
+    };
+    let observer = raw(&server).await;
+    // Both collections exist with one document each, so an abort must leave exactly that.
+    for (db, coll) in [("txn_abort_a", "orders"), ("txn_abort_b", "entries")] {
+        observer
+            .database(db)
+            .collection::<Document>(coll)
+            .insert_one(doc! { "before": true })
+            .await
+            .unwrap();
+    }
+    let poly = common::manager(&server, 4).await;
+    let (orders, entries) = (poly.model::<Order>(), poly.model::<Entry>());
+    let err = poly
+        .transaction(["txn_abort_a", "txn_abort_b"])
+        .run(async |s| {
+            orders
+                .db("txn_abort_a")?
+                .insert_one(Order { total: 7 })
+                .session(&mut *s)
+                .await?;
+            entries
+                .db("txn_abort_b")?
+                .insert_one(Entry { credit: 7 })
+                .session(&mut *s)
+                .await?;
+            Err::<(), _>(mongodb::error::Error::custom(InsufficientFunds))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.driver_error()
+            .and_then(|e| e.get_custom::<InsufficientFunds>())
+            .is_some(),
+        "{err:?}"
+    );
+    assert_eq!(count(&observer, "txn_abort_a", "orders").await, 1);
+    assert_eq!(count(&observer, "txn_abort_b", "entries").await, 1);
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+/// Arms `failCommand` once on `server` for `commands`, with `code` and `labels`.
+async fn fail_once(
+    server: &polymongo_testkit::TestServer,
+    commands: &[&str],
+    code: i32,
+    labels: &[&str],
+) {
+    raw(server)
+        .await
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": 1 },
+            "data": { "failCommands": commands, "errorCode": code, "errorLabels": labels },
+        })
+        .await
+        .expect("configureFailPoint");
+}
+
+#[tokio::test]
+async fn a_transient_error_label_from_the_server_reruns_the_closure_once() {
+    let Some(server) =
+        polymongo_testkit::server_for(&[Capability::FailPoints, Capability::Transactions]).await
+    else {
+        return;
+    };
+    let poly = common::manager(&server, 2).await;
+    let orders = poly.model::<Order>();
+    orders
+        .db("txn_transient")
+        .unwrap()
+        .insert_one(Order { total: 0 })
+        .await
+        .unwrap();
+    // The insert inside the transaction fails once as a write conflict would on MongoDB.
+    fail_once(&server, &["insert"], 112, &["TransientTransactionError"]).await;
+    let attempts = AtomicU32::new(0);
+    let committed = poly
+        .transaction(["txn_transient"])
+        .run(async |s| {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            orders
+                .db("txn_transient")?
+                .insert_one(Order { total: 1 })
+                .session(&mut *s)
+                .await?;
+            Ok(attempt)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        committed, 2,
+        "the closure ran again after the transient error"
+    );
+    let raw = raw(&server).await;
+    let ones = raw
+        .database("txn_transient")
+        .collection::<Document>("orders")
+        .count_documents(doc! { "total": 1 })
+        .await
+        .unwrap();
+    assert_eq!(ones, 1, "committed exactly once");
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn an_unknown_commit_result_retries_the_commit_not_the_closure() {
+    let Some(server) =
+        polymongo_testkit::server_for(&[Capability::FailPoints, Capability::Transactions]).await
+    else {
+        return;
+    };
+    let poly = common::manager(&server, 2).await;
+    let orders = poly.model::<Order>();
+    orders
+        .db("txn_commit_retry")
+        .unwrap()
+        .insert_one(Order { total: 0 })
+        .await
+        .unwrap();
+    // The commit fails once with the label a primary step-down gives it.
+    fail_once(
+        &server,
+        &["commitTransaction"],
+        91,
+        &["UnknownTransactionCommitResult"],
+    )
+    .await;
+    let attempts = AtomicU32::new(0);
+    poly.transaction(["txn_commit_retry"])
+        .run(async |s| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            orders
+                .db("txn_commit_retry")?
+                .insert_one(Order { total: 1 })
+                .session(&mut *s)
+                .await?;
             Ok(())
         })
         .await
         .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "the closure ran once");
     let raw = raw(&server).await;
-    assert_eq!(count(&raw, "txn_shop", "orders").await, 1);
-    assert_eq!(count(&raw, "txn_ledger", "entries").await, 1);
+    let ones = raw
+        .database("txn_commit_retry")
+        .collection::<Document>("orders")
+        .count_documents(doc! { "total": 1 })
+        .await
+        .unwrap();
+    assert_eq!(ones, 1, "committed exactly once");
     poly.close_all(Duration::from_secs(5)).await;
 }
 

@@ -11,6 +11,7 @@ pub fn expected_default_kind() -> ServerKind {
     let forced = std::env::var("POLYMONGO_TEST_SERVER").unwrap_or_default();
     match forced.trim().to_ascii_lowercase().as_str() {
         "nx" | "nx-27017" | "nx27017" => return ServerKind::Nx27017,
+        "mongoeco" => return ServerKind::MongoEco,
         "mongod" => return ServerKind::Mongod,
         "external" => return ServerKind::External,
         _ => {}
