@@ -138,7 +138,6 @@ async fn a_write_refused_without_a_label_is_not_retryable() {
 /// specification); a write refused with ShutdownInProgress (91) and no label is therefore
 /// not retryable, while a read refused the same way is (retryable reads go by code).
 #[tokio::test]
-#[ignore = "issue 15: an unlabelled code-91 write error is classified retryable by its code"]
 async fn a_write_with_a_retryable_code_but_no_label_is_not_retryable() {
     let Some(server) = server_for(&[Capability::FailPoints]).await else {
         return;
@@ -153,8 +152,10 @@ async fn a_write_with_a_retryable_code_but_no_label_is_not_retryable() {
     )
     .await;
     let err = h.run(|c| c.insert_one(Item { n: 1 })).await.unwrap_err();
+    assert!(matches!(err, Error::WriteInterrupted { .. }), "{err:?}");
     assert_eq!(command_code(&err), Some(91), "{err:?}");
     assert!(!err.is_retryable(), "{err:?}");
+    assert!(err.is_outcome_unknown(), "{err:?}");
     poly.close_all(Duration::from_secs(5)).await;
 }
 

@@ -33,7 +33,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | [`Error::Timeout`] | a bound of the library hit before anything was sent: yes. A transaction past its deadline (`outcome_unknown`): no, the deadline may have fallen during the commit |
 /// | [`Error::Saturated`], [`Error::PoolExhausted`] | yes: nothing was sent |
 /// | [`Error::Io`] | yes: a local stream failed, nothing about the server is unknown |
-/// | [`Error::Driver`] | as the driver labels it: `RetryableWriteError`, `TransientTransactionError`, `RetryableError`, or a server error code of the retryable list (the server refused the command, so nothing was applied); never when labelled `UnknownTransactionCommitResult` |
+/// | [`Error::Driver`] | as the driver labels it: `RetryableWriteError`, `TransientTransactionError`, `RetryableError`, or, for a read, a server error code of the retryable list; never when labelled `UnknownTransactionCommitResult` |
+/// | [`Error::WriteInterrupted`] | no: a write ended by a retryable code without the `RetryableWriteError` label may have been applied |
 /// | [`Error::Closed`] | no: a cut write may or may not have been applied |
 /// | every other variant | no: the same input fails the same way |
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +197,21 @@ pub enum Error {
     #[error("polymongo needs a tokio runtime: build it from async code running on tokio")]
     NoRuntime,
 
+    /// The server ended a write with an error that interrupts work in progress (shutdown,
+    /// step-down, interruption, a node recovering: the retryable codes) without labelling it
+    /// `RetryableWriteError`. The label, not the code, says whether a write may be sent again
+    /// (servers from 4.4 on add it when the write is protected by retryable writes), so part
+    /// or all of this write may have been applied: its outcome is unknown and it is not
+    /// retryable. A read refused with the same codes stays an [`Error::Driver`] and retryable.
+    #[error("a write on cluster {cluster} was interrupted and may have been applied: {source}")]
+    WriteInterrupted {
+        /// The cluster's URI with its password redacted.
+        cluster: String,
+        /// The server's error, as the driver reported it.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
     /// Any other error from the driver or the server.
     #[error(transparent)]
     Driver(#[from] mongodb::error::Error),
@@ -251,7 +267,7 @@ impl Error {
             Error::Dump { .. } | Error::Import(_) => ErrorKind::Bulk,
             Error::Io { .. } => ErrorKind::Io,
             Error::NoRuntime => ErrorKind::NoRuntime,
-            Error::Driver(_) => ErrorKind::Driver,
+            Error::Driver(_) | Error::WriteInterrupted { .. } => ErrorKind::Driver,
         }
     }
 
@@ -279,6 +295,7 @@ impl Error {
             | Error::TransactionsUnsupported { .. }
             | Error::Dump { .. }
             | Error::Import(_)
+            | Error::WriteInterrupted { .. }
             | Error::NoRuntime => false,
         }
     }
@@ -296,6 +313,7 @@ impl Error {
                 outcome_unknown, ..
             } => *outcome_unknown,
             Error::Driver(e) => e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT),
+            Error::WriteInterrupted { .. } => true,
             _ => false,
         }
     }
@@ -303,7 +321,9 @@ impl Error {
     /// The driver's error, when this error came from the driver.
     pub fn driver_error(&self) -> Option<&mongodb::error::Error> {
         match self {
-            Error::Connection { source, .. } | Error::Authentication { source, .. } => Some(source),
+            Error::Connection { source, .. }
+            | Error::Authentication { source, .. }
+            | Error::WriteInterrupted { source, .. } => Some(source),
             Error::Driver(e) => Some(e),
             _ => None,
         }
@@ -338,6 +358,11 @@ impl Error {
                 source,
                 outcome_unknown,
             }
+        } else if op == OpKind::Write && interrupted_without_label(&source) {
+            Error::WriteInterrupted {
+                cluster: cluster.to_owned(),
+                source,
+            }
         } else {
             Error::Driver(source)
         }
@@ -353,7 +378,8 @@ impl From<Error> for mongodb::error::Error {
         match e {
             Error::Driver(source)
             | Error::Connection { source, .. }
-            | Error::Authentication { source, .. } => source,
+            | Error::Authentication { source, .. }
+            | Error::WriteInterrupted { source, .. } => source,
             other => mongodb::error::Error::custom(Carried::new(other)),
         }
     }
@@ -415,6 +441,16 @@ const RETRYABLE_CODES: [i32; 13] = [
     11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 134, 262,
 ];
 
+/// A command error of the retryable list that no label makes safe to send again: for a write,
+/// the retryable-writes specification goes by the `RetryableWriteError` label (4.4+), and a
+/// transaction's `TransientTransactionError` means the whole transaction was aborted.
+fn interrupted_without_label(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+        && !e.contains_label(RETRYABLE_WRITE_ERROR)
+        && !e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        && !e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+}
+
 fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
     // The commit may have been applied: the driver already retried it as far as it could.
     if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) {
@@ -451,6 +487,38 @@ mod tests {
         assert!(!e.is_retryable());
         assert!(e.is_outcome_unknown());
         assert!(e.to_string().contains("may have been applied"), "{e}");
+    }
+
+    fn refused(code: i32) -> mongodb::error::Error {
+        let command: mongodb::error::CommandError = mongodb::bson::from_document(
+            mongodb::bson::doc! { "code": code, "codeName": "X", "errmsg": "refused" },
+        )
+        .expect("a command error document");
+        DriverKind::Command(command).into()
+    }
+
+    #[test]
+    fn a_write_interrupted_without_the_label_has_an_unknown_outcome() {
+        let write = Error::from_driver_op(refused(91), "c", OpKind::Write);
+        assert!(matches!(write, Error::WriteInterrupted { .. }), "{write:?}");
+        assert!(!write.is_retryable());
+        assert!(write.is_outcome_unknown());
+        assert_eq!(write.kind(), ErrorKind::Driver);
+        assert!(write.driver_error().is_some());
+        assert!(
+            write.to_string().contains("may have been applied"),
+            "{write}"
+        );
+
+        let read = Error::from_driver_op(refused(91), "c", OpKind::Read);
+        assert!(matches!(read, Error::Driver(_)), "{read:?}");
+        assert!(read.is_retryable());
+        assert!(!read.is_outcome_unknown());
+
+        // A code outside the list is the same refusal for both, and not retryable.
+        let bad_value = Error::from_driver_op(refused(2), "c", OpKind::Write);
+        assert!(matches!(bad_value, Error::Driver(_)), "{bad_value:?}");
+        assert!(!bad_value.is_retryable());
     }
 
     #[test]
