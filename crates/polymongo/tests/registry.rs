@@ -459,3 +459,52 @@ async fn every_lease_path_keeps_the_dedicated_pool_bound() {
     }
     poly.close_all(Duration::from_secs(5)).await;
 }
+
+/// Only the first model used on a database keeps its collection handle in the entry; every
+/// other model makes its own. Each must still get its own collection, warm or cold, in
+/// whichever order the models come, and write where the server says it wrote.
+#[tokio::test]
+async fn every_model_on_a_database_gets_its_own_collection() {
+    let server = server().await;
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .default_db("main")
+        .build()
+        .await
+        .unwrap();
+    let accounts = poly.model::<Account>();
+    let notes = poly.model::<Note>();
+    for (i, db) in ["first_notes", "first_accounts"].into_iter().enumerate() {
+        for round in 0..3i64 {
+            // Alternate which model comes first on each database.
+            let (a, n) = if i == 0 {
+                let n = notes.db(db).unwrap();
+                (accounts.db(db).unwrap(), n)
+            } else {
+                let a = accounts.db(db).unwrap();
+                (a, notes.db(db).unwrap())
+            };
+            assert_eq!(a.namespace().to_string(), format!("{db}.accounts"));
+            assert_eq!(n.namespace().to_string(), format!("{db}.notes"));
+            a.run(|c| {
+                c.insert_one(Account {
+                    email: format!("{round}@x"),
+                })
+            })
+            .await
+            .unwrap();
+            n.run(|c| c.insert_one(Note { n: round })).await.unwrap();
+        }
+        let client = raw(&server).await;
+        for coll in ["accounts", "notes"] {
+            let count = client
+                .database(db)
+                .collection::<Document>(coll)
+                .count_documents(doc! {})
+                .await
+                .unwrap();
+            assert_eq!(count, 3, "{db}.{coll}");
+        }
+    }
+    poly.close_all(Duration::from_secs(5)).await;
+}

@@ -4,12 +4,13 @@
 //! which dereferences to the driver's own [`mongodb::Collection<User>`], so every driver
 //! operation and option works unchanged (`.find(filter).batch_size(7).await`).
 //!
-//! A model's collection handle on a database is kept in that database's registry entry, with
-//! the mark that its declared indexes exist there: one life for both, forgotten with the
-//! entry. A warm `.db(name)` is one map lookup, a liveness check, a read lock on the entry's
-//! few model states and three reference-count increments; building the handle from the client
-//! (`client.database(n).collection(c)`, two string allocations) happens once per entry and
-//! model.
+//! A database's registry entry keeps its driver `Database`, the collection handle of the
+//! first model used on it, and, for a model that declares indexes, the mark that they exist
+//! there: one life for all, forgotten with the entry. A warm `.db(name)` is one map lookup, a
+//! liveness check and a few reference-count increments for that first model; another model's
+//! collection is made from the cached `Database` (about the raw driver's cost). Only one
+//! collection is cached per database because each costs about 300 bytes for as long as the
+//! database is cached.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -73,12 +74,11 @@ pub trait Model: Send + Sync + 'static {
     }
 }
 
-/// A model's state in one database, kept in the database's registry entry.
-pub(crate) struct ModelState<T: Send + Sync> {
-    collection: Collection<T>,
-    /// For a model that declares indexes: set once they exist there; shared by concurrent
-    /// first uses. Boxed, so models without indexes pay a pointer.
-    indexed: Option<Box<OnceCell<()>>>,
+/// For a model that declares indexes, kept in a database's registry entry: set once they
+/// exist there, shared by concurrent first uses. Models without indexes keep nothing.
+pub(crate) struct IndexesEnsured<T> {
+    done: OnceCell<()>,
+    _model: PhantomData<fn() -> T>,
 }
 
 /// A model on every database: the result of [`PolyMongo::model`](crate::PolyMongo::model).
@@ -177,11 +177,12 @@ impl<T: Model> ModelHandle<T> {
     }
 
     async fn ensure_indexes(&self, handle: &DbHandle<T>) -> Result<()> {
-        let state = handle.lease.entry.model(|db| new_state::<T>(db));
-        let Some(indexed) = &state.indexed else {
-            return Ok(());
-        };
-        indexed
+        let ensured = handle.lease.entry.model(|| IndexesEnsured::<T> {
+            done: OnceCell::new(),
+            _model: PhantomData,
+        });
+        ensured
+            .done
             .get_or_try_init(|| async {
                 handle
                     .collection
@@ -205,9 +206,7 @@ impl<T: Model> ModelHandle<T> {
     #[inline(always)]
     fn cached(&self, name: &str) -> Option<DbHandle<T>> {
         let lease = self.registry.lease_cached(name)?;
-        let collection = lease
-            .entry
-            .with_model(|s: &ModelState<T>| s.collection.clone())?;
+        let collection = lease.entry.collection::<T>(T::COLLECTION);
         Some(DbHandle {
             collection,
             lease,
@@ -219,11 +218,7 @@ impl<T: Model> ModelHandle<T> {
     fn db_cold(&self, name: &str) -> Result<DbHandle<T>> {
         validate_collection_name(T::COLLECTION)?;
         let lease = self.registry.lease(name)?;
-        let collection = lease
-            .entry
-            .model(|db| new_state::<T>(db))
-            .collection
-            .clone();
+        let collection = lease.entry.collection::<T>(T::COLLECTION);
         Ok(DbHandle {
             collection,
             lease,
@@ -242,13 +237,6 @@ impl<T: Model> ModelHandle<T> {
     /// The collection name of the model.
     pub fn collection_name(&self) -> &'static str {
         T::COLLECTION
-    }
-}
-
-fn new_state<T: Model>(db: &mongodb::Database) -> ModelState<T> {
-    ModelState {
-        collection: db.collection::<T>(T::COLLECTION),
-        indexed: (!T::indexes().is_empty()).then(|| Box::new(OnceCell::new())),
     }
 }
 

@@ -2,7 +2,7 @@
 //! life.
 //!
 //! An entry holds the database's route (its pool, the driver `Database` made from that pool's
-//! client), every model's cached state on it (collection handle, indexes ensured), its usage
+//! client), the marks of the models whose indexes exist there, its usage
 //! counters, its concurrency guard, and its open change streams. What uses it holds an
 //! `Arc` of it (handles, leases of operations, streams, transactions, bulk tasks), so "in
 //! use" is exactly "someone besides the registry holds it"; the registry forgets an unused
@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-use mongodb::Database;
+use mongodb::{Collection, Database};
 
 use crate::pool::cluster::ClusterPool;
 use crate::registry::gate::Gate;
@@ -44,9 +44,13 @@ pub(crate) struct DbEntry {
     pub(crate) pool: Arc<ClusterPool>,
     /// On the registry's coarse clock, in ms.
     last_used: AtomicU64,
-    models: RwLock<Vec<(TypeId, ModelState)>>,
     pub(crate) database: Database,
+    /// The collection handle of the first model used here, shared by its handles (see
+    /// [`collection`](Self::collection)).
+    first_collection: OnceLock<(TypeId, Collection<()>)>,
     pub(crate) gate: Option<Box<Gate>>,
+    /// Per model, only for models that declare indexes: whether they exist here.
+    models: RwLock<Vec<(TypeId, ModelState)>>,
     pub(crate) route: Option<Arc<Route>>,
     usage: OnceLock<Arc<DbUsage>>,
     /// Where the counters go when the entry does (usage analytics on).
@@ -73,6 +77,7 @@ impl DbEntry {
             pool,
             last_used: AtomicU64::new(now),
             models: RwLock::new(Vec::new()),
+            first_collection: OnceLock::new(),
             gate: route
                 .as_ref()
                 .and_then(|r| Gate::from_config(&r.config))
@@ -112,16 +117,27 @@ impl DbEntry {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the cached state of type `S` (a model's), if there is one.
+    /// Model `M`'s collection `name` here. The first model used on the database keeps its
+    /// handle in the entry, so its warm `.db(name)` costs a reference count; other models
+    /// make theirs from the cached `Database` each time (about what the raw driver's
+    /// `database(n).collection(c)` costs). One slot, not one per model: a driver
+    /// `Collection` is about 300 bytes, and an entry with every model's would cost most
+    /// databases more than all the rest of it.
     #[inline]
-    pub(crate) fn with_model<S: Any + Send + Sync, R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
-        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-        let (_, state) = models.iter().find(|(id, _)| *id == TypeId::of::<S>())?;
-        state.downcast_ref::<S>().map(f)
+    pub(crate) fn collection<M: Send + Sync + 'static>(&self, name: &str) -> Collection<M> {
+        let id = TypeId::of::<M>();
+        let (first, collection) = self
+            .first_collection
+            .get_or_init(|| (id, self.database.collection::<()>(name)));
+        if *first == id {
+            collection.clone_with_type()
+        } else {
+            self.database.collection(name)
+        }
     }
 
-    /// The cached state of type `S`, made by `make` on first use.
-    pub(crate) fn model<S: Any + Send + Sync>(&self, make: impl FnOnce(&Database) -> S) -> Arc<S> {
+    /// The cached state of type `S` (a model's), made by `make` on first use.
+    pub(crate) fn model<S: Any + Send + Sync>(&self, make: impl FnOnce() -> S) -> Arc<S> {
         let id = TypeId::of::<S>();
         let found = {
             let models = self.models.read().unwrap_or_else(|p| p.into_inner());
@@ -137,7 +153,7 @@ impl DbEntry {
                 match models.iter().find(|(i, _)| *i == id) {
                     Some((_, s)) => Arc::clone(s),
                     None => {
-                        let s: ModelState = Arc::new(make(&self.database));
+                        let s: ModelState = Arc::new(make());
                         // Most databases see one or two models: grow one slot at a time
                         // (a first push would otherwise reserve four).
                         models.reserve_exact(1);
@@ -152,7 +168,7 @@ impl DbEntry {
             .unwrap_or_else(|_| unreachable!("states are stored under their own TypeId"))
     }
 
-    /// Forgets every model's state (cached handles, indexes ensured): after the database was
+    /// Forgets every model's state (indexes ensured): after the database was
     /// dropped or overwritten, the next use ensures its indexes again.
     pub(crate) fn renew_models(&self) {
         self.models
