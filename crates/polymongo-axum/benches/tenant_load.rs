@@ -38,6 +38,11 @@ fn pool_size() -> u32 {
     env_or("TENANT_LOAD_POOL", DEFAULT_POOL_SIZE)
 }
 
+/// The name of tenant number `n`, the same in the load generator and the service's allow list.
+fn tenant_name(n: u32) -> String {
+    format!("t{n}")
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -49,8 +54,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     if args.get(1).map(String::as_str) == Some("--service") {
-        let (Some(uri), Some(mode)) = (args.get(2), args.get(3)) else {
-            eprintln!("usage: tenant_load --service URI poly|naive");
+        let (Some(uri), Some(mode), Some(Ok(tenants))) = (
+            args.get(2),
+            args.get(3),
+            args.get(4).map(|n| n.parse::<u32>()),
+        ) else {
+            eprintln!("usage: tenant_load --service URI poly|naive TENANTS");
             std::process::exit(2);
         };
         let settings = app::Settings {
@@ -59,6 +68,7 @@ fn main() {
             naive: mode == "naive",
             pool_size: pool_size(),
             domain: "localhost".into(),
+            tenants: (0..tenants).map(tenant_name).collect(),
         };
         if let Err(e) = runtime.block_on(app::run(settings)) {
             eprintln!("service: {e}");
@@ -138,7 +148,7 @@ async fn one_run(service: &'static str, tenants: u32, secs: u64, concurrency: us
     let mode = if service == "naive" { "naive" } else { "poly" };
     let exe = std::env::current_exe().expect("own executable");
     let mut child = Command::new(exe)
-        .args(["--service", server.uri(), mode])
+        .args(["--service", server.uri(), mode, &tenants.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -279,7 +289,7 @@ async fn worker(addr: String, tenants: u32, deadline: Instant, seed: u64) -> (Ve
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let tenant = format!("t{}", rng % u64::from(tenants));
+            let tenant = tenant_name((rng % u64::from(tenants)) as u32);
             let write = (rng >> 32).is_multiple_of(10);
             let builder = hyper::Request::builder()
                 .header("host", "localhost")

@@ -7,22 +7,30 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use polymongo::{DbHandle, Model, PolyMongo};
+use polymongo::{ConnectionSlot, DbHandle, Model, PolyMongo};
 
+use crate::deadline::RequestClock;
 use crate::error::TenantError;
-use crate::tenancy::Tenancy;
+use crate::tenancy::{ResolvedTenant, Tenancy};
 
 /// The model `T` on the request's tenant database.
 ///
 /// Dereferences to polymongo's [`DbHandle<T>`], which dereferences to the driver's
 /// `Collection<T>`: `tenant.find(filter).await`, or `tenant.run(|c| c.find_one(f)).await` to
-/// count the operation in the usage analytics. Taken with
-/// [`ModelHandle::acquire`](polymongo::ModelHandle::acquire): the model's declared indexes exist
-/// in the tenant's database, and a database with `max_concurrent_ops` has given the handle
-/// one of its slots.
+/// count the operation in the usage analytics. Before the handler runs, the extractor:
+/// 1. resolves and checks the tenant ([`Tenancy`]), refusing unknown tenants before any state
+///    is made for them;
+/// 2. takes the request's place in the tenant's pool — one of its `max_pool_size` connection
+///    slots, waited for at most the queue timeout (else 503 `busy`, nothing sent) and held
+///    until the handler returns, so the handlers running on a pool never outnumber its
+///    connections, however they call the driver;
+/// 3. prepares the handle with [`ModelHandle::acquire`](polymongo::ModelHandle::acquire): the
+///    model's declared indexes exist in the tenant's database, and a database with
+///    `max_concurrent_ops` has given the handle one of its slots.
 ///
-/// The state must give a [`Tenancy`] (`Tenancy: FromRef<S>`). Refused with a [`TenantError`]
-/// (400, 404 or 503, JSON body).
+/// The request's deadline ([`Tenancy::layer`]) bounds the rest. The state must give a
+/// [`Tenancy`] (`Tenancy: FromRef<S>`). Refused with a [`TenantError`] (400, 404 or 503, JSON
+/// body).
 pub struct Tenant<T: Model> {
     tenant: Arc<str>,
     handle: DbHandle<T>,
@@ -44,7 +52,8 @@ impl<T: Model> Tenant<T> {
         &self.handle
     }
 
-    /// The handle, giving up the extractor.
+    /// The handle, giving up the extractor. The request's place in the pool goes with it
+    /// (and with its clones): a handle kept past the handler keeps that place taken.
     pub fn into_handle(self) -> DbHandle<T> {
         self.handle
     }
@@ -77,13 +86,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let tenancy = Tenancy::from_ref(state);
-        let resolved = tenancy.resolve(parts).await?;
-        let handle = tenancy
-            .poly()
-            .model::<T>()
-            .acquire(&resolved.database)
-            .await
-            .map_err(|e| TenantError::from_library(&e))?;
+        let (resolved, slot, clock) = admitted(&tenancy, parts).await?;
+        let handle = prepare::<T>(tenancy.poly(), &resolved.database, &slot).await?;
+        clock.handed();
         Ok(Tenant {
             tenant: resolved.tenant,
             handle,
@@ -91,14 +96,44 @@ where
     }
 }
 
+/// Resolves the request's tenant and takes its place in the pool: the steps every tenant
+/// extractor shares, all before the handler runs.
+async fn admitted(
+    tenancy: &Tenancy,
+    parts: &mut Parts,
+) -> Result<(ResolvedTenant, ConnectionSlot, Arc<RequestClock>), TenantError> {
+    let clock = Tenancy::clock(parts)?;
+    clock.preparing();
+    let resolved = tenancy.resolve(parts).await?;
+    let slot = tenancy.admit(parts, &clock, &resolved.database).await?;
+    Ok((resolved, slot, clock))
+}
+
+/// Model `T`'s handle on `database`, ready for work and running in `slot`.
+async fn prepare<T: Model>(
+    poly: &PolyMongo,
+    database: &str,
+    slot: &ConnectionSlot,
+) -> Result<DbHandle<T>, TenantError> {
+    let handle = poly
+        .model::<T>()
+        .acquire(database)
+        .await
+        .map_err(|e| TenantError::from_library(&e))?;
+    Ok(handle.with_connection_slot(slot))
+}
+
 /// The request's tenant database, for a handler that uses several models there.
 ///
-/// `tenant_db.model::<Order>().await?` is the same handle [`Tenant<Order>`] would give.
+/// Resolved and admitted like [`Tenant<T>`] (the request's place in the pool is taken before
+/// the handler runs and held while this lives); `tenant_db.model::<Order>().await?` is the
+/// handle [`Tenant<Order>`] would give, running in that same place.
 #[derive(Clone)]
 pub struct TenantDb {
     tenant: Arc<str>,
     database: Arc<str>,
     poly: PolyMongo,
+    slot: ConnectionSlot,
 }
 
 impl fmt::Debug for TenantDb {
@@ -126,11 +161,7 @@ impl TenantDb {
     /// # Errors
     /// [`TenantError::ShuttingDown`], [`TenantError::Busy`], [`TenantError::Unavailable`].
     pub async fn model<T: Model>(&self) -> Result<DbHandle<T>, TenantError> {
-        self.poly
-            .model::<T>()
-            .acquire(&self.database)
-            .await
-            .map_err(|e| TenantError::from_library(&e))
+        prepare::<T>(&self.poly, &self.database, &self.slot).await
     }
 
     /// The manager, for anything else (transactions over the tenant's database, stats).
@@ -148,14 +179,13 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let tenancy = Tenancy::from_ref(state);
-        let resolved = tenancy.resolve(parts).await?;
-        if tenancy.poly().is_closed() {
-            return Err(TenantError::ShuttingDown);
-        }
+        let (resolved, slot, clock) = admitted(&tenancy, parts).await?;
+        clock.handed();
         Ok(TenantDb {
             tenant: resolved.tenant,
             database: resolved.database,
             poly: tenancy.poly().clone(),
+            slot,
         })
     }
 }

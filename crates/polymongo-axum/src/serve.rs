@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownDeadlines {
     /// After the signal, how long requests in flight may take to finish before the pools are
-    /// closed under them (their handlers then get `Error::Closed`, answered 503). Default 30 s.
+    /// closed under them. A request cut then may have written, so it is answered 500
+    /// `outcome_unknown` — never 503 with `Retry-After` (see [`DbError`](crate::DbError)).
+    /// Keep it above the tenancy's request timeout ([`RequestLimits`](crate::RequestLimits)):
+    /// every request then meets its own deadline before the pools close. Default 30 s.
     pub drain: Duration,
     /// The deadline given to [`PolyMongo::close_all`] for cursors and sessions. Default 10 s.
     pub close: Duration,

@@ -4,36 +4,44 @@
 use std::fmt;
 use std::sync::Arc;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequestParts, RawPathParams};
-use axum::http::header::HOST;
 use axum::http::request::Parts;
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 
 use crate::error::{NameProblem, TenantError};
+use crate::host::{request_host, subdomain_of};
 
 type CustomFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// One place a request may name its tenant. A [`Tenancy`](crate::Tenancy) tries its sources in
-/// the order they were added; the first that finds a value decides, and a value that is then
-/// refused is refused: the next source is not tried, so a bad header cannot be "corrected" by
-/// a subdomain the client also controls.
+/// the order they were added; the first that finds a value decides. One rule for every source:
+/// a value that is **present but invalid is refused** (400) — not skipped — so the next
+/// source, which the client may also control, can never "correct" it: a bad header, a `Host`
+/// that is not a host, a path parameter that is not UTF-8 once decoded.
 #[derive(Clone)]
 pub enum TenantSource {
-    /// A request header, e.g. `X-Tenant`. Absent: not found. Two or more: refused (400).
+    /// A request header, e.g. `X-Tenant`. Absent: not found. Two or more, or not visible
+    /// ASCII: refused (400).
     Header(HeaderName),
-    /// The first label(s) of the `Host` header (or of the URI's authority, with HTTP/2) before
-    /// `.base`: with base `example.com`, `acme.example.com:8080` names `acme`. DNS names are
-    /// case-insensitive, so the label is lower-cased. A host that is `base` itself or is not
-    /// under `base`: not found.
+    /// The label(s) of the request's host before `.base`: with base `example.com`,
+    /// `acme.example.com:8080` names `acme`. The host is the request target's authority when
+    /// the target is in absolute form (RFC 9112 §3.2.2) or with HTTP/2, else the one `Host`
+    /// header (two: refused; one that is not a valid host: refused). Host names are
+    /// case-insensitive, so the host is read lower-cased. A host that is `base` itself or is
+    /// not under `base`: not found.
     Subdomain {
-        /// The domain the tenants are subdomains of, without a leading dot.
+        /// The domain the tenants are subdomains of, lower-case, without a leading dot.
         base: String,
     },
     /// A parameter of the matched route, e.g. `tenant` in `/t/{tenant}/notes`, as axum decodes
-    /// it (percent-decoded). A route without it: not found.
+    /// it (percent-decoded). A route without parameters: not found. A path whose parameters
+    /// are not UTF-8 once decoded: refused.
     PathParam(String),
     /// The application's own rule, e.g. a claim of a token that a middleware verified and put
-    /// in the request's extensions. `None`: not found.
+    /// in the request's extensions. `None`: not found. Return `Some` whenever the request
+    /// names a tenant, even one that looks wrong: the policy refuses it, while `None` lets the
+    /// next source decide.
     Custom(Arc<CustomFn>),
 }
 
@@ -61,92 +69,62 @@ impl fmt::Display for TenantSource {
     }
 }
 
+/// The one value of header `name`, if present; two or more are refused, since which one a
+/// proxy meant cannot be known.
+pub(crate) fn single_header<'a>(
+    parts: &'a Parts,
+    name: &HeaderName,
+    source: &str,
+) -> Result<Option<&'a HeaderValue>, TenantError> {
+    let mut values = parts.headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(TenantError::Ambiguous {
+            source: source.to_owned(),
+        });
+    }
+    Ok(first)
+}
+
 impl TenantSource {
     /// The raw tenant value this source finds in the request, if any.
+    ///
+    /// # Errors
+    /// A value that is present but cannot be read: [`TenantError::Ambiguous`],
+    /// [`TenantError::InvalidName`].
     pub(crate) async fn find(&self, parts: &mut Parts) -> Result<Option<String>, TenantError> {
+        let invalid = |problem| TenantError::InvalidName {
+            source: self.to_string(),
+            problem,
+        };
         match self {
             TenantSource::Header(name) => {
-                let mut values = parts.headers.get_all(name).iter();
-                let Some(value) = values.next() else {
+                let Some(value) = single_header(parts, name, &self.to_string())? else {
                     return Ok(None);
                 };
-                if values.next().is_some() {
-                    return Err(TenantError::Ambiguous {
-                        source: self.to_string(),
-                    });
-                }
-                match value.to_str() {
-                    Ok(v) => Ok(Some(v.to_owned())),
-                    Err(_) => Err(TenantError::InvalidName {
-                        source: self.to_string(),
-                        problem: NameProblem::NotText,
-                    }),
-                }
+                let text = value.to_str().map_err(|_| invalid(NameProblem::NotText))?;
+                Ok(Some(text.to_owned()))
             }
             TenantSource::Subdomain { base } => {
-                let host = match parts.headers.get(HOST) {
-                    Some(h) => h.to_str().ok().map(str::to_owned),
-                    None => parts.uri.authority().map(|a| a.as_str().to_owned()),
-                };
-                Ok(host.and_then(|h| subdomain_of(&h, base)))
+                Ok(request_host(parts, &self.to_string())?
+                    .and_then(|host| subdomain_of(&host, base)))
             }
             TenantSource::PathParam(wanted) => {
-                // A route without parameters makes this extractor fail; that is "not found".
-                let Ok(params) = RawPathParams::from_request_parts(parts, &()).await else {
-                    return Ok(None);
-                };
-                Ok(params
-                    .iter()
-                    .find(|(k, _)| k == wanted)
-                    .map(|(_, v)| v.to_owned()))
+                match RawPathParams::from_request_parts(parts, &()).await {
+                    Ok(params) => Ok(params
+                        .iter()
+                        .find(|(k, _)| k == wanted)
+                        .map(|(_, v)| v.to_owned())),
+                    // axum keeps no parameter at all when one is not UTF-8 once decoded, so
+                    // the tenant's cannot be read: the path is refused, not skipped.
+                    Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) => {
+                        Err(invalid(NameProblem::NotText))
+                    }
+                    // A route without parameters names no tenant here.
+                    Err(_) => Ok(None),
+                }
             }
             TenantSource::Custom(f) => Ok(f(parts)),
         }
-    }
-}
-
-/// The part of `host` (port removed, lower-cased) before `.base`, if `host` is under `base`.
-fn subdomain_of(host: &str, base: &str) -> Option<String> {
-    let host = strip_port(host).to_ascii_lowercase();
-    let base = base.to_ascii_lowercase();
-    let label = host.strip_suffix(base.as_str())?.strip_suffix('.')?;
-    // An empty label (`.example.com`) names no tenant rather than an empty one.
-    (!label.is_empty()).then(|| label.to_owned())
-}
-
-fn strip_port(host: &str) -> &str {
-    // IPv6 literals (`[::1]:80`) are never under a base domain; leave them whole.
-    if host.starts_with('[') {
-        return host;
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subdomains_are_found_under_the_base_only() {
-        assert_eq!(
-            subdomain_of("acme.example.com", "example.com").as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            subdomain_of("ACME.Example.com:8080", "example.com").as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            subdomain_of("a.b.example.com", "example.com").as_deref(),
-            Some("a.b")
-        );
-        assert_eq!(subdomain_of("example.com", "example.com"), None);
-        assert_eq!(subdomain_of("acmeexample.com", "example.com"), None);
-        assert_eq!(subdomain_of("acme.other.com", "example.com"), None);
-        assert_eq!(subdomain_of(".example.com", "example.com"), None);
-        assert_eq!(subdomain_of("[::1]:80", "example.com"), None);
     }
 }

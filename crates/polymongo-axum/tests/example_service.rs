@@ -8,8 +8,12 @@ mod common;
 use axum::http::StatusCode;
 use axum::Router;
 use common::{send, server, Req};
-use polymongo_axum::Tenancy;
 use serde_json::json;
+
+/// The tenants the example serves in these tests.
+fn tenants() -> Vec<String> {
+    vec!["acme".to_owned(), "globex".to_owned()]
+}
 
 async fn exercise(app: &Router) {
     let mut ids = Vec::new();
@@ -80,18 +84,21 @@ async fn exercise(app: &Router) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "invalid_note");
+    // A tenant outside the list is refused, by both backends.
+    let (status, body) = send(
+        app,
+        Req::post("/notes", json!({"text": "x"})).header("x-tenant", "initech"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "unknown_tenant");
 }
 
 #[tokio::test]
 async fn the_polymongo_service_creates_pages_gets_and_deletes_per_tenant() {
     let server = server().await;
     let poly = common::manager(&server).await;
-    let tenancy = Tenancy::builder(poly.clone())
-        .header(axum::http::HeaderName::from_static("x-tenant"))
-        .subdomain("localhost")
-        .prefix(app::DB_PREFIX)
-        .build()
-        .unwrap();
+    let tenancy = app::tenancy(&poly, "localhost", &tenants()).unwrap();
     let router = app::router(app::Backend::Poly(tenancy), Some(&poly));
     exercise(&router).await;
     let (status, body) = send(
@@ -108,7 +115,7 @@ async fn the_polymongo_service_creates_pages_gets_and_deletes_per_tenant() {
 #[tokio::test]
 async fn the_naive_service_answers_the_same() {
     let server = server().await;
-    let clients = std::sync::Arc::new(app::NaiveClients::new(server.uri().to_owned()));
+    let clients = std::sync::Arc::new(app::NaiveClients::new(server.uri().to_owned(), &tenants()));
     let router = app::router(app::Backend::Naive(std::sync::Arc::clone(&clients)), None);
     exercise(&router).await;
     assert_eq!(clients.len(), 2, "one client per tenant");

@@ -58,6 +58,7 @@ async fn start(poly: polymongo::PolyMongo, deadlines: ShutdownDeadlines) -> Runn
     };
     let app = Router::new()
         .route("/slow", post(slow))
+        .layer(state.tenancy.layer())
         .with_state(state.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -79,8 +80,12 @@ async fn start(poly: polymongo::PolyMongo, deadlines: ShutdownDeadlines) -> Runn
     }
 }
 
-/// Sends `POST /slow` for tenant `t` over its own connection; resolves to the status.
-fn send_slow(addr: std::net::SocketAddr, t: &str) -> tokio::task::JoinHandle<(StatusCode, String)> {
+/// Sends `POST /slow` for tenant `t` over its own connection; resolves to the status, whether
+/// it came with `Retry-After`, and the body.
+fn send_slow(
+    addr: std::net::SocketAddr,
+    t: &str,
+) -> tokio::task::JoinHandle<(StatusCode, bool, String)> {
     let t = t.to_owned();
     tokio::spawn(async move {
         let stream = TcpStream::connect(addr).await.unwrap();
@@ -96,8 +101,13 @@ fn send_slow(addr: std::net::SocketAddr, t: &str) -> tokio::task::JoinHandle<(St
             .unwrap();
         let response = sender.send_request(req).await.unwrap();
         let status = response.status();
+        let retry_after = response.headers().contains_key("retry-after");
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (
+            status,
+            retry_after,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     })
 }
 
@@ -131,7 +141,7 @@ async fn shutdown_stops_accepting_finishes_requests_in_flight_then_closes_the_po
     assert!(!poly.is_closed());
 
     running.state.release.notify_one();
-    let (status, body) = in_flight.await.unwrap();
+    let (status, _, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let report = running.served.await.unwrap().unwrap();
     assert!(report.drained, "{report:?}");
@@ -144,8 +154,17 @@ async fn shutdown_stops_accepting_finishes_requests_in_flight_then_closes_the_po
     );
 }
 
+/// The answer to a request the close cut: never "try again" — it may have written.
+fn assert_not_told_to_retry(status: StatusCode, retry_after: bool, body: &str) {
+    assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!retry_after, "{body}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"], "outcome_unknown", "{body}");
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
 #[tokio::test]
-async fn a_request_still_running_at_the_drain_deadline_gets_503_not_a_write() {
+async fn a_request_cut_at_the_drain_deadline_before_writing_is_not_told_to_retry() {
     let server = server().await;
     let poly = manager(&server).await;
     let running = start(
@@ -159,18 +178,54 @@ async fn a_request_still_running_at_the_drain_deadline_gets_503_not_a_write() {
     let in_flight = send_slow(running.addr, "b");
     wait_entered(&running.state).await;
     running.stop.send(()).unwrap();
-    // The drain deadline passes with the request blocked; the pools close under it.
+    // The drain deadline passes with the handler blocked; the pools close under it.
     eventually("the pools to close", Duration::from_secs(10), || async {
         poly.is_closed().then_some(())
     })
     .await;
     running.state.release.notify_one();
-    let (status, body) = in_flight.await.unwrap();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["error"], "shutting_down");
+    // Its write is refused now; but the handler had started, and from outside a handler
+    // that wrote before being cut looks the same: the answer says "check", not "retry".
+    let (status, retry_after, body) = in_flight.await.unwrap();
+    assert_not_told_to_retry(status, retry_after, &body);
     let report = running.served.await.unwrap().unwrap();
     assert!(!report.drained, "{report:?}");
     let raw = raw(&server).await;
     assert!(raw_texts(&raw, "tenant_b").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_write_sent_and_stored_when_the_close_cuts_it_is_not_told_to_retry() {
+    let server = server().await;
+    let (proxy, poly) = common::proxied_manager(&server, 4).await;
+    // A pooled connection exists before the network slows, so the write is sent at once.
+    poly.ping("tenant_c").await.unwrap();
+    let running = start(
+        poly.clone(),
+        ShutdownDeadlines {
+            drain: Duration::from_millis(100),
+            close: Duration::from_millis(100),
+        },
+    )
+    .await;
+    // Each chunk now reaches the server 600 ms after it was sent: the close (drain + close,
+    // about 200 ms after the signal) cuts the insert while it is on its way.
+    proxy.set_latency(Duration::from_millis(600));
+    let in_flight = send_slow(running.addr, "c");
+    wait_entered(&running.state).await;
+    running.state.release.notify_one();
+    running.stop.send(()).unwrap();
+    let (status, retry_after, body) = in_flight.await.unwrap();
+    assert_not_told_to_retry(status, retry_after, &body);
+    // And the write did land: exactly the case a "try again" would have duplicated.
+    let raw = raw(&server).await;
+    eventually(
+        "the cut write to be stored",
+        Duration::from_secs(10),
+        || async {
+            (raw_texts(&raw, "tenant_c").await == vec!["in-flight".to_owned()]).then_some(())
+        },
+    )
+    .await;
+    let _ = running.served.await;
 }

@@ -1,17 +1,19 @@
 //! The commands. Each returns the process's exit code; messages go to stderr, results to
-//! stdout (JSON with `--json`).
+//! stdout (JSON with `--json`), both through [`out`](crate::out).
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use polymongo::bulk::{ExportOptions, ImportOptions, ImportReport, OnError, WriteMode};
-use polymongo::mongodb::bson::{doc, Bson, Document};
+use polymongo::mongodb::bson::Bson;
 use polymongo::{DbConfig, Error, PolyMongo, UsageAnalytics};
-use serde::Serialize;
 
 use crate::config::{self, Overrides};
 use crate::exit;
+use crate::failures::Failures;
+use crate::out::{self, Outcome, Stop};
 use crate::progress::Progress;
 use crate::{Cli, Command, ConfigCommand, Global};
 
@@ -20,19 +22,20 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(cli: Cli) -> i32 {
     let g = cli.global;
-    match cli.command {
+    let outcome = match cli.command {
         Command::Config(ConfigCommand::Check { file }) => config_check(&g, &file),
-        Command::Completions { .. } => exit::OK,
+        Command::Completions { .. } => Ok(exit::OK),
         command => {
             let poly = match connect(&g, &command).await {
                 Ok(poly) => poly,
                 Err(code) => return code,
             };
-            let code = dispatch(&g, &poly, command).await;
+            let outcome = dispatch(&g, &poly, command).await;
             poly.close_all(CLOSE_DEADLINE).await;
-            code
+            outcome
         }
-    }
+    };
+    outcome.unwrap_or_else(|Stop(code)| code)
 }
 
 /// Builds the manager from the file, the environment and the flags.
@@ -43,7 +46,7 @@ async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
         max_pool_size: g.max_pool_size,
     };
     let mut options = config::load(g.config.as_deref(), &overrides).map_err(|message| {
-        eprintln!("polymongo: {message}");
+        out::note(format_args!("polymongo: {message}"));
         exit::CONFIG
     })?;
     // Every command the tool sends is counted, so `metrics` has usage series to show.
@@ -65,36 +68,43 @@ async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
 }
 
 /// Reports `e` on stderr and returns its exit code.
-fn fail(e: &Error) -> i32 {
-    eprintln!("polymongo: {e}");
-    exit::of(e)
+pub fn fail(e: &Error) -> i32 {
+    let (code, message) = exit::of(e);
+    out::note(format_args!("polymongo: {message}"));
+    code
 }
 
-fn print_json<T: Serialize>(value: &T) -> i32 {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("polymongo: cannot encode the result as JSON: {e}");
-            exit::OTHER
+/// Checks, before a command's work, that the clusters of `databases` answer (and accept the
+/// credentials): an unreachable cluster then exits 4 with a clear message, rather than in the
+/// middle of the work as a partial result or a driver error.
+async fn reachable(poly: &PolyMongo, databases: &[&str]) -> Result<(), Stop> {
+    for db in databases {
+        if let Err(e) = poly.ping(db).await {
+            return Err(Stop(fail(&e)));
         }
     }
+    Ok(())
 }
 
-async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> i32 {
+async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> Outcome {
     match command {
         Command::Ping { db } => ping(g, poly, db).await,
-        Command::Dbs => dbs(g, poly).await,
+        Command::Dbs => {
+            reachable(poly, &[poly.default_db_name()]).await?;
+            dbs(g, poly).await
+        }
         Command::Stats { db } => stats(g, poly, db).await,
-        Command::Top { interval, once } => top(g, poly, interval, once).await,
+        Command::Top { interval, once } => {
+            reachable(poly, &[poly.default_db_name()]).await?;
+            crate::top::top(poly, g.json, interval, once).await
+        }
         Command::Export {
             db,
             output,
             gzip,
             batch_size,
         } => {
+            reachable(poly, &[&db]).await?;
             let mut options = ExportOptions::default().gzip(gzip);
             if let Some(n) = batch_size {
                 options = options.batch_size(n);
@@ -108,7 +118,9 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> i32 {
             continue_on_error,
             drop,
             batch_size,
+            report,
         } => {
+            reachable(poly, &[&db]).await?;
             let options = ImportOptions::default()
                 .batch_size(batch_size)
                 .mode(if upsert {
@@ -122,21 +134,33 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> i32 {
                     OnError::Stop
                 })
                 .drop_target_first(drop);
-            import(g, poly, &db, input, options).await
+            import(g, poly, &db, input, options, report.as_deref()).await
         }
-        Command::Copy { src, dst, drop, .. } => copy(g, poly, &src, &dst, drop).await,
+        Command::Copy {
+            src,
+            dst,
+            drop,
+            report,
+            ..
+        } => {
+            reachable(poly, &[&src, &dst]).await?;
+            copy(g, poly, &src, &dst, drop, report.as_deref()).await
+        }
         Command::Drop { db, yes } => drop_database(poly, &db, yes).await,
-        Command::Watch { db, collection } => watch(poly, &db, collection).await,
+        Command::Watch { db, collection } => {
+            reachable(poly, &[&db]).await?;
+            watch(poly, &db, collection).await
+        }
         Command::Metrics { listen } => metrics(poly, listen).await,
-        Command::Config(_) | Command::Completions { .. } => exit::OK,
+        Command::Config(_) | Command::Completions { .. } => Ok(exit::OK),
     }
 }
 
-fn config_check(g: &Global, file: &std::path::Path) -> i32 {
+fn config_check(g: &Global, file: &Path) -> Outcome {
     match config::check(file) {
         Err(message) => {
-            eprintln!("polymongo: {message}");
-            exit::CONFIG
+            out::note(format_args!("polymongo: {message}"));
+            Ok(exit::CONFIG)
         }
         Ok(problems) if g.json => {
             let code = if problems.is_empty() {
@@ -144,224 +168,133 @@ fn config_check(g: &Global, file: &std::path::Path) -> i32 {
             } else {
                 exit::CONFIG
             };
-            print_json(&serde_json::json!({ "file": file, "problems": problems }));
-            code
+            out::json(&serde_json::json!({ "file": file, "problems": problems }))?;
+            Ok(code)
         }
         Ok(problems) if problems.is_empty() => {
-            println!("{}: valid", file.display());
-            exit::OK
+            out::line(format_args!("{}: valid", file.display()))?;
+            Ok(exit::OK)
         }
         Ok(problems) => {
             for p in &problems {
                 match p.line {
-                    Some(line) => println!("{}:{line}: {}", file.display(), p.message),
-                    None => println!("{}: {}", file.display(), p.message),
+                    Some(line) => {
+                        out::line(format_args!("{}:{line}: {}", file.display(), p.message))?
+                    }
+                    None => out::line(format_args!("{}: {}", file.display(), p.message))?,
                 }
             }
-            exit::CONFIG
+            Ok(exit::CONFIG)
         }
     }
 }
 
-async fn ping(g: &Global, poly: &PolyMongo, db: Option<String>) -> i32 {
+async fn ping(g: &Global, poly: &PolyMongo, db: Option<String>) -> Outcome {
     let db = db.unwrap_or_else(|| poly.default_db_name().to_owned());
     match poly.ping(&db).await {
         Ok(rtt) if g.json => {
-            print_json(&serde_json::json!({ "database": db, "rtt_us": rtt.as_micros() as u64 }))
+            out::json(&serde_json::json!({ "database": db, "rtt_us": rtt.as_micros() as u64 }))?;
+            Ok(exit::OK)
         }
         Ok(rtt) => {
-            println!("{db}: {:.2} ms", rtt.as_secs_f64() * 1e3);
-            exit::OK
+            out::line(format_args!("{db}: {:.2} ms", rtt.as_secs_f64() * 1e3))?;
+            Ok(exit::OK)
         }
-        Err(e) => fail(&e),
+        Err(e) => Ok(fail(&e)),
     }
 }
 
-async fn dbs(g: &Global, poly: &PolyMongo) -> i32 {
+async fn dbs(g: &Global, poly: &PolyMongo) -> Outcome {
     let list = match poly.stats().list_databases().await {
         Ok(list) => list,
-        Err(e) => return fail(&e),
+        Err(e) => return Ok(fail(&e)),
     };
     if g.json {
-        return print_json(&list);
+        out::json(&list)?;
+        return Ok(exit::OK);
     }
     let width = list.iter().map(|d| d.name.len()).max().unwrap_or(8).max(8);
-    println!("{:width$}  {:>14}", "database", "size on disk");
+    out::line(format_args!(
+        "{:width$}  {:>14}",
+        "database", "size on disk"
+    ))?;
     for d in &list {
-        println!("{:width$}  {:>14}", d.name, human_bytes(d.size_on_disk));
+        out::line(format_args!(
+            "{:width$}  {:>14}",
+            d.name,
+            human_bytes(d.size_on_disk)
+        ))?;
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
-async fn stats(g: &Global, poly: &PolyMongo, db: Option<String>) -> i32 {
+async fn stats(g: &Global, poly: &PolyMongo, db: Option<String>) -> Outcome {
     let Some(db) = db else {
-        let general = poly.stats().general();
-        if g.json {
-            return print_json(&general);
-        }
-        println!("active pools       {}", general.total_active_pools);
-        println!(
-            "pooled connections {}",
-            general.total_connections_across_pools
-        );
-        println!("live clients       {}", general.live_clients);
-        println!("databases in use   {}", general.databases_in_use);
-        println!(
-            "primary pool       {} ({:?}): {} open, {} in use, max {}",
-            general.primary.cluster,
-            general.primary.state,
-            general.primary.stats.total,
-            general.primary.stats.in_use,
-            general.primary.stats.max_size
-        );
-        return exit::OK;
+        reachable(poly, &[poly.default_db_name()]).await?;
+        return cluster_stats(g, poly).await;
     };
+    reachable(poly, &[&db]).await?;
     match poly.stats().db(&db).await {
-        Ok(s) if g.json => print_json(&s),
+        Ok(s) if g.json => {
+            out::json(&s)?;
+            Ok(exit::OK)
+        }
         Ok(s) => {
-            println!("database     {}", s.name);
-            println!("data size    {}", human_bytes(s.data_size));
-            println!("storage size {}", human_bytes(s.storage_size));
-            println!("pool         {:?} on {}", s.pool_kind, s.cluster);
-            println!("collections  {}", s.collections.len());
+            out::line(format_args!("database     {}", s.name))?;
+            out::line(format_args!("data size    {}", human_bytes(s.data_size)))?;
+            out::line(format_args!("storage size {}", human_bytes(s.storage_size)))?;
+            out::line(format_args!(
+                "pool         {:?} on {}",
+                s.pool_kind, s.cluster
+            ))?;
+            out::line(format_args!("collections  {}", s.collections.len()))?;
             for c in &s.collections {
-                println!(
+                out::line(format_args!(
                     "  {:30} {:>12} docs {:>12}",
                     c.name,
                     c.documents,
                     human_bytes(c.size)
-                );
+                ))?;
             }
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(e) => fail(&e),
+        Err(e) => Ok(fail(&e)),
     }
 }
 
-fn human_bytes(n: i64) -> String {
-    indicatif::HumanBytes(u64::try_from(n).unwrap_or(0)).to_string()
-}
-
-/// One `top` snapshot, from the server's own figures.
-#[derive(Debug, Serialize)]
-struct TopSnapshot {
-    connections: i64,
-    /// `None` when the server reports no `opcounters`.
-    operations_per_second: Option<Vec<(String, f64)>>,
-    databases: Vec<(String, i64)>,
-}
-
-fn number(d: &Document, key: &str) -> i64 {
-    match d.get(key) {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(f)) => *f as i64,
-        _ => 0,
-    }
-}
-
-async fn top(g: &Global, poly: &PolyMongo, interval: u64, once: bool) -> i32 {
-    let admin = match poly.database("admin") {
-        Ok(db) => db,
-        Err(e) => return fail(&e),
+/// `stats` without a database: each configured cluster as its server reports it.
+async fn cluster_stats(g: &Global, poly: &PolyMongo) -> Outcome {
+    let clusters = match crate::cluster::overview(poly).await {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(&e)),
     };
-    let live = !once && std::io::stdout().is_terminal();
-    let interval = Duration::from_secs(interval.max(1));
-    let mut previous: Option<(Instant, Document)> = None;
-    loop {
-        let status = match admin.run_command(doc! { "serverStatus": 1 }).await {
-            Ok(s) => s,
-            Err(e) => return fail(&Error::from(e)),
-        };
-        let counters = status.get_document("opcounters").ok().cloned();
-        let rates = match (&counters, &previous) {
-            (None, _) => None,
-            (Some(now), Some((at, before))) => {
-                let secs = at.elapsed().as_secs_f64().max(1e-3);
-                Some(
-                    now.keys()
-                        .map(|k| {
-                            (
-                                k.clone(),
-                                (number(now, k) - number(before, k)) as f64 / secs,
-                            )
-                        })
-                        .collect(),
-                )
-            }
-            (Some(_), None) => Some(Vec::new()),
-        };
-        if let Some(counters) = counters {
-            previous = Some((Instant::now(), counters));
-        }
-        let mut databases: Vec<(String, i64)> = match poly.stats().list_databases().await {
-            Ok(list) => list.into_iter().map(|d| (d.name, d.size_on_disk)).collect(),
-            Err(e) => return fail(&e),
-        };
-        databases.sort_by_key(|d| std::cmp::Reverse(d.1));
-        databases.truncate(20);
-        let snapshot = TopSnapshot {
-            connections: status
-                .get_document("connections")
-                .map(|c| number(c, "current"))
-                .unwrap_or(0),
-            operations_per_second: rates,
-            databases,
-        };
-        if g.json {
-            match serde_json::to_string(&snapshot) {
-                Ok(line) => println!("{line}"),
-                Err(e) => {
-                    eprintln!("polymongo: {e}");
-                    return exit::OTHER;
-                }
-            }
-        } else {
-            render_top(&snapshot, live);
-        }
-        // A terminal refreshes; JSON lines go on unless --once; anything else prints once.
-        let again = live || (g.json && !once);
-        if !again {
-            return exit::OK;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => return exit::OK,
-        }
+    if g.json {
+        out::json(&clusters)?;
+        return Ok(exit::OK);
     }
+    for c in &clusters {
+        out::line(format_args!("cluster            {}", c.cluster))?;
+        out::line(format_args!("routed here        {}", c.routed.join(", ")))?;
+        out::line(format_args!("server             {}", c.server))?;
+        out::line(format_args!(
+            "server connections {} open, {} available, {} created since start",
+            c.connections_current, c.connections_available, c.connections_total_created
+        ))?;
+        out::line(format_args!(
+            "databases          {} ({} on disk)",
+            c.databases,
+            human_bytes(c.size_on_disk)
+        ))?;
+        for (name, size) in &c.largest {
+            out::line(format_args!("  {name:40} {:>12}", human_bytes(*size)))?;
+        }
+        out::line("")?;
+    }
+    Ok(exit::OK)
 }
 
-fn render_top(s: &TopSnapshot, live: bool) {
-    let mut out = String::new();
-    if live {
-        // Clear the screen and go home, so the table refreshes in place.
-        out.push_str("\x1b[2J\x1b[H");
-    }
-    out.push_str(&format!(
-        "polymongo top — server connections: {}\n\n",
-        s.connections
-    ));
-    match &s.operations_per_second {
-        None => out.push_str("operations/s: n/a (the server reports no opcounters)\n"),
-        Some(rates) if rates.is_empty() => out.push_str("operations/s: (measuring…)\n"),
-        Some(rates) => {
-            out.push_str("operations/s:");
-            for (name, rate) in rates {
-                out.push_str(&format!("  {name} {rate:.1}"));
-            }
-            out.push('\n');
-        }
-    }
-    out.push_str(&format!("\n{:40} {:>12}\n", "database", "size"));
-    for (name, size) in &s.databases {
-        out.push_str(&format!("{name:40} {:>12}\n", human_bytes(*size)));
-    }
-    if live {
-        out.push_str("\nCtrl-C to quit\n");
-    }
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+pub fn human_bytes(n: i64) -> String {
+    indicatif::HumanBytes(u64::try_from(n).unwrap_or(0)).to_string()
 }
 
 /// Documents in `db`, for the progress bar's total (best effort).
@@ -380,9 +313,9 @@ async fn export(
     g: &Global,
     poly: &PolyMongo,
     db: &str,
-    output: Option<std::path::PathBuf>,
+    output: Option<PathBuf>,
     options: ExportOptions,
-) -> i32 {
+) -> Outcome {
     let progress = Progress::new("export", estimate(poly, db).await, g.quiet);
     let options = options.progress(progress.callback());
     let bulk = poly.bulk();
@@ -391,8 +324,11 @@ async fn export(
             let file = match tokio::fs::File::create(path).await {
                 Ok(f) => f,
                 Err(e) => {
-                    eprintln!("polymongo: cannot create {}: {e}", path.display());
-                    return exit::OTHER;
+                    out::note(format_args!(
+                        "polymongo: cannot create {}: {e}",
+                        path.display()
+                    ));
+                    return Ok(exit::OTHER);
                 }
             };
             interruptible(bulk.export_stream(db, tokio::io::BufWriter::new(file), options)).await
@@ -402,27 +338,30 @@ async fn export(
     progress.finish();
     match result {
         None => {
-            eprintln!(
+            out::note(format_args!(
                 "polymongo: interrupted; {} documents were exported, and the dump is incomplete (no end record)",
                 progress.documents()
-            );
-            exit::INTERRUPTED
+            ));
+            Ok(exit::INTERRUPTED)
         }
         Some(Ok(report)) => {
             if !g.quiet {
-                eprintln!(
+                out::note(format_args!(
                     "exported {} documents from {} collections of {db} ({} of dump)",
                     report.documents,
                     report.collections.len(),
                     indicatif::HumanBytes(report.bytes)
-                );
+                ));
             }
             if g.json && output.is_some() {
-                return print_json(&report);
+                out::json(&report)?;
             }
-            exit::OK
+            Ok(exit::OK)
         }
-        Some(Err(e)) => fail(&e),
+        // The dump went to standard output and its reader went away: the same quiet end as
+        // any other write there.
+        Some(Err(Error::Io { source, .. })) if output.is_none() => Err(out::stopped(&source)),
+        Some(Err(e)) => Ok(fail(&e)),
     }
 }
 
@@ -438,9 +377,11 @@ async fn import(
     g: &Global,
     poly: &PolyMongo,
     db: &str,
-    input: Option<std::path::PathBuf>,
+    input: Option<PathBuf>,
     options: ImportOptions,
-) -> i32 {
+    report_file: Option<&Path>,
+) -> Outcome {
+    let failures = Failures::new(report_file)?;
     // A file of known size gives a bar with an ETA (by bytes; a gzip file's bytes are
     // compressed, so its bar is a document count instead).
     let size = match &input {
@@ -458,15 +399,20 @@ async fn import(
         Some(total) if !gzipped => Progress::bytes("import", total, g.quiet),
         _ => Progress::new("import", None, g.quiet),
     };
-    let options = options.progress(progress.callback());
+    let options = options
+        .progress(progress.callback())
+        .on_failure(failures.callback());
     let bulk = poly.bulk();
     let result = match &input {
         Some(path) => {
             let file = match tokio::fs::File::open(path).await {
                 Ok(f) => f,
                 Err(e) => {
-                    eprintln!("polymongo: cannot open {}: {e}", path.display());
-                    return exit::OTHER;
+                    out::note(format_args!(
+                        "polymongo: cannot open {}: {e}",
+                        path.display()
+                    ));
+                    return Ok(exit::OTHER);
                 }
             };
             interruptible(bulk.import_stream(db, file, options)).await
@@ -476,76 +422,20 @@ async fn import(
     progress.finish();
     match result {
         None => {
-            eprintln!(
+            out::note(format_args!(
                 "polymongo: interrupted; {} documents were written to {db} (acknowledged by the server)",
                 progress.documents()
-            );
-            exit::INTERRUPTED
+            ));
+            Ok(exit::INTERRUPTED)
         }
-        Some(Ok(report)) => report_import(g, &report),
-        Some(Err(Error::Import(report))) => report_import(g, &report),
-        Some(Err(e)) => fail(&e),
+        Some(Ok(report)) => failures.report(&report, g.json, report_file),
+        Some(Err(Error::Import(report))) => failures.report(&report, g.json, report_file),
+        Some(Err(e)) => Ok(fail(&e)),
     }
 }
 
-/// Prints an import or copy report; exit 5 when anything was skipped or it stopped.
-fn report_import(g: &Global, report: &ImportReport) -> i32 {
-    let code = if report.is_clean() {
-        exit::OK
-    } else {
-        exit::PARTIAL
-    };
-    if g.json {
-        print_json(report);
-        return code;
-    }
-    eprintln!("{report}");
-    for f in &report.failures {
-        let place = match (f.line, f.lines) {
-            (Some(line), _) => format!("line {line}"),
-            (None, Some((a, b))) => format!("lines {a}-{b}"),
-            _ => "-".to_owned(),
-        };
-        eprintln!(
-            "  {place}: {:?} {}: {}",
-            f.stage,
-            f.collection.as_deref().unwrap_or("-"),
-            f.message
-        );
-    }
-    code
-}
-
-async fn copy(g: &Global, poly: &PolyMongo, src: &str, dst: &str, drop: bool) -> i32 {
-    let progress = Progress::new("copy", estimate(poly, src).await, g.quiet);
-    let options = ImportOptions::default()
-        .drop_target_first(drop)
-        .progress(progress.callback());
-    let result = interruptible(poly.bulk().copy_database(src, dst, options)).await;
-    progress.finish();
-    match result {
-        None => {
-            eprintln!(
-                "polymongo: interrupted; {} documents were copied to {dst}",
-                progress.documents()
-            );
-            exit::INTERRUPTED
-        }
-        Some(Ok(report)) => {
-            if g.json {
-                return print_json(&report);
-            }
-            if !g.quiet {
-                eprintln!("{} ({:?})", report.written, report.paths);
-            }
-            report_import_code(&report.written)
-        }
-        Some(Err(Error::Import(report))) => report_import(g, &report),
-        Some(Err(e)) => fail(&e),
-    }
-}
-
-fn report_import_code(report: &ImportReport) -> i32 {
+/// Exit 5 when an import or copy skipped anything or stopped.
+pub fn import_code(report: &ImportReport) -> i32 {
     if report.is_clean() {
         exit::OK
     } else {
@@ -553,80 +443,118 @@ fn report_import_code(report: &ImportReport) -> i32 {
     }
 }
 
-async fn drop_database(poly: &PolyMongo, db: &str, yes: bool) -> i32 {
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            eprintln!("polymongo: refusing to drop {db} without --yes (no terminal to ask on)");
-            return exit::REFUSED;
+async fn copy(
+    g: &Global,
+    poly: &PolyMongo,
+    src: &str,
+    dst: &str,
+    drop: bool,
+    report_file: Option<&Path>,
+) -> Outcome {
+    let failures = Failures::new(report_file)?;
+    let progress = Progress::new("copy", estimate(poly, src).await, g.quiet);
+    let options = ImportOptions::default()
+        .drop_target_first(drop)
+        .progress(progress.callback())
+        .on_failure(failures.callback());
+    let result = interruptible(poly.bulk().copy_database(src, dst, options)).await;
+    progress.finish();
+    match result {
+        None => {
+            out::note(format_args!(
+                "polymongo: interrupted; {} documents were copied to {dst}",
+                progress.documents()
+            ));
+            Ok(exit::INTERRUPTED)
         }
-        eprint!("Drop database {db} and everything in it? Type its name to confirm: ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != db {
-            eprintln!("polymongo: not confirmed; nothing dropped");
-            return exit::REFUSED;
+        Some(Ok(report)) => {
+            if g.json {
+                out::json(&report)?;
+                return Ok(import_code(&report.written));
+            }
+            if !g.quiet {
+                out::note(format_args!("{} ({:?})", report.written, report.paths));
+            }
+            if report.written.is_clean() {
+                return Ok(exit::OK);
+            }
+            failures.report(&report.written, false, report_file)
         }
-    }
-    match poly.bulk().drop_database(db).await {
-        Ok(()) => {
-            eprintln!("dropped {db}");
-            exit::OK
-        }
-        Err(e) => fail(&e),
+        Some(Err(Error::Import(report))) => failures.report(&report, g.json, report_file),
+        Some(Err(e)) => Ok(fail(&e)),
     }
 }
 
-async fn watch(poly: &PolyMongo, db: &str, collection: Option<String>) -> i32 {
+async fn drop_database(poly: &PolyMongo, db: &str, yes: bool) -> Outcome {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            out::note(format_args!(
+                "polymongo: refusing to drop {db} without --yes (no terminal to ask on)"
+            ));
+            return Ok(exit::REFUSED);
+        }
+        out::prompt(format_args!(
+            "Drop database {db} and everything in it? Type its name to confirm: "
+        ));
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != db {
+            out::note("polymongo: not confirmed; nothing dropped");
+            return Ok(exit::REFUSED);
+        }
+    }
+    reachable(poly, &[db]).await?;
+    match poly.bulk().drop_database(db).await {
+        Ok(()) => {
+            out::note(format_args!("dropped {db}"));
+            Ok(exit::OK)
+        }
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+async fn watch(poly: &PolyMongo, db: &str, collection: Option<String>) -> Outcome {
     let stream = match &collection {
         Some(coll) => poly.watch_collection(db, coll, [], None).await,
         None => poly.watch_database(db, [], None).await,
     };
     let mut stream = match stream {
         Ok(s) => s,
-        Err(e) => return fail(&e),
+        Err(e) => return Ok(fail(&e)),
     };
-    eprintln!(
+    out::note(format_args!(
         "watching {db}{}; Ctrl-C to stop",
         collection.map(|c| format!(".{c}")).unwrap_or_default()
-    );
+    ));
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = tokio::signal::ctrl_c() => return exit::OK,
+            _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
         };
         match next {
-            None => return exit::OK,
-            Some(Err(e)) => return fail(&e),
-            Some(Ok(event)) => {
-                let line = polymongo::mongodb::bson::to_document(&event)
-                    .map(|d| Bson::Document(d).into_relaxed_extjson().to_string());
-                match line {
-                    Ok(line) => {
-                        let mut out = std::io::stdout().lock();
-                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                            // The reader went away (a closed pipe): stop quietly.
-                            return exit::OK;
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("polymongo: cannot encode an event: {e}");
-                        return exit::OTHER;
-                    }
+            None => return Ok(exit::OK),
+            Some(Err(e)) => return Ok(fail(&e)),
+            Some(Ok(event)) => match polymongo::mongodb::bson::to_document(&event) {
+                Ok(d) => out::line(Bson::Document(d).into_relaxed_extjson())?,
+                Err(e) => {
+                    out::note(format_args!("polymongo: cannot encode an event: {e}"));
+                    return Ok(exit::OTHER);
                 }
-            }
+            },
         }
     }
 }
 
-async fn metrics(poly: &PolyMongo, listen: std::net::SocketAddr) -> i32 {
+async fn metrics(poly: &PolyMongo, listen: std::net::SocketAddr) -> Outcome {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     match crate::metrics_server::serve(poly.clone(), listen, stop).await {
-        Ok(()) => exit::OK,
+        Ok(()) => Ok(exit::OK),
         Err(e) => {
-            eprintln!("polymongo: cannot serve metrics on {listen}: {e}");
-            exit::OTHER
+            out::note(format_args!(
+                "polymongo: cannot serve metrics on {listen}: {e}"
+            ));
+            Ok(exit::OTHER)
         }
     }
 }

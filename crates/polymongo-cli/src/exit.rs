@@ -1,4 +1,4 @@
-//! Exit codes.
+//! Exit codes, and the message each failure is reported with.
 //!
 //! | code | meaning |
 //! |---:|---|
@@ -10,7 +10,9 @@
 //! | 5 | partial: an import or copy stopped early or skipped records (the report says which) |
 //! | 6 | refused: `drop` without confirmation |
 //! | 130 | interrupted by Ctrl-C (what was written is reported) |
+//! | 141 | the reader of standard output went away (`… | head`): stopped quietly |
 
+use polymongo::mongodb::error::ErrorKind as DriverKind;
 use polymongo::{Error, ErrorKind};
 
 pub const OK: i32 = 0;
@@ -20,27 +22,101 @@ pub const CONNECTION: i32 = 4;
 pub const PARTIAL: i32 = 5;
 pub const REFUSED: i32 = 6;
 pub const INTERRUPTED: i32 = 130;
+/// 128 + `SIGPIPE`: what a shell reports for a tool a closed pipe ended.
+pub const PIPE: i32 = 141;
 
 /// The `--help` footer.
 pub const HELP: &str = "\
 Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 invalid configuration, 4 cluster \
 unreachable or credentials refused, 5 partial (an import or copy skipped or stopped; the \
-report says what was written), 6 refused (drop without confirmation), 130 interrupted.
+report says what was written), 6 refused (drop without confirmation), 130 interrupted, 141 \
+output pipe closed by its reader.
 
 Examples:
   polymongo --uri mongodb://127.0.0.1:27017 dbs
   polymongo -c polymongo.toml stats shop --json
   polymongo export shop -o shop.ndjson.gz --gzip
-  polymongo import shop_restore -i shop.ndjson.gz --continue-on-error
+  polymongo import shop_restore -i shop.ndjson.gz --continue-on-error --report failures.jsonl
   polymongo copy shop shop_archive --to-uri mongodb://archive:27017
   polymongo config check polymongo.toml";
 
-/// The exit code for a library error.
-pub fn of(error: &Error) -> i32 {
-    match error.kind() {
-        ErrorKind::Config | ErrorKind::InvalidName => CONFIG,
-        ErrorKind::Connection | ErrorKind::Authentication => CONNECTION,
-        ErrorKind::Bulk => PARTIAL,
-        _ => OTHER,
+/// Why the cluster could not be used, when that is the failure.
+enum Unreachable {
+    /// No server answered (or the connection broke).
+    Network(&'static str),
+    /// The server refused the credentials.
+    Credentials,
+}
+
+/// The exit code for a library error, and the message to report it with. Connection failures
+/// and refused credentials are told in a sentence of our own (the driver's text describes its
+/// topology, not what an operator should check), whether the library classified them or they
+/// came from a driver call made directly.
+pub fn of(error: &Error) -> (i32, String) {
+    let cluster = match error {
+        Error::Connection { cluster, .. } | Error::Authentication { cluster, .. } => {
+            format!(" {cluster}")
+        }
+        _ => String::new(),
+    };
+    match unreachable(error) {
+        Some(Unreachable::Network(why)) => (
+            CONNECTION,
+            format!(
+                "cannot reach the cluster{cluster}: {why}; check the URI, the network and that \
+                 the server is running"
+            ),
+        ),
+        Some(Unreachable::Credentials) => (
+            CONNECTION,
+            format!(
+                "the cluster{cluster} refused the credentials; check the user name, the \
+                 password and authSource"
+            ),
+        ),
+        None => {
+            let code = match error.kind() {
+                ErrorKind::Config | ErrorKind::InvalidName => CONFIG,
+                ErrorKind::Bulk => PARTIAL,
+                _ => OTHER,
+            };
+            (code, error.to_string())
+        }
+    }
+}
+
+fn unreachable(error: &Error) -> Option<Unreachable> {
+    if error.kind() == ErrorKind::Authentication {
+        return Some(Unreachable::Credentials);
+    }
+    let driver = error.driver_error()?;
+    match &*driver.kind {
+        DriverKind::Authentication { .. } => Some(Unreachable::Credentials),
+        DriverKind::ServerSelection { .. } => Some(Unreachable::Network(
+            "no server answered within the server selection timeout",
+        )),
+        DriverKind::Io(_) => Some(Unreachable::Network("the connection failed")),
+        DriverKind::ConnectionPoolCleared { .. } => {
+            Some(Unreachable::Network("the connection pool was cleared"))
+        }
+        _ if error.kind() == ErrorKind::Connection => {
+            Some(Unreachable::Network("the connection failed"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_from_a_direct_driver_call_exits_4() {
+        let driver = polymongo::mongodb::error::Error::custom("x");
+        assert_eq!(of(&Error::Driver(driver)).0, OTHER);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let (code, message) = of(&Error::Driver(io.into()));
+        assert_eq!(code, CONNECTION);
+        assert!(message.starts_with("cannot reach the cluster"), "{message}");
     }
 }

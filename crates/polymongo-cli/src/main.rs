@@ -7,13 +7,19 @@
 //! polymongo config check polymongo.toml
 //! ```
 //!
-//! Exit codes: see [`exit`].
+//! Exit codes: see [`exit`]. Everything the tool prints goes through [`out`], which ends a
+//! command quietly when its reader closes the pipe; the lints below keep it the only path.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod cluster;
 mod commands;
 mod config;
 mod exit;
+mod failures;
 mod metrics_server;
+mod out;
 mod progress;
+mod top;
 
 use std::path::PathBuf;
 
@@ -66,7 +72,8 @@ enum Command {
     },
     /// Databases of the main cluster with their sizes.
     Dbs,
-    /// Pool figures (no database given) or one database's size, collections and pool.
+    /// One database's size, collections and pool; without one, each configured cluster as
+    /// its server reports it (connections, databases by size).
     Stats {
         /// A database.
         db: Option<String>,
@@ -113,6 +120,9 @@ enum Command {
         /// Documents per write batch.
         #[arg(long, default_value_t = polymongo::bulk::DEFAULT_BATCH_SIZE)]
         batch_size: usize,
+        /// Write every failure to FILE, one JSON line each (the terminal gets a summary).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Copy a whole database, within the cluster or to another one.
     Copy {
@@ -126,6 +136,9 @@ enum Command {
         /// Drop the target database first.
         #[arg(long)]
         drop: bool,
+        /// Write every failure to FILE, one JSON line each (the terminal gets a summary).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Drop a database. Asks for its name unless --yes.
     Drop {
@@ -170,13 +183,15 @@ enum ConfigCommand {
 fn main() {
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "polymongo",
-            &mut std::io::stdout(),
-        );
-        return;
+        // Generated whole, then written through the one output path (clap_complete panics
+        // on a closed pipe when it writes itself).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "polymongo", &mut script);
+        let code = match out::bytes(&script) {
+            Ok(()) => exit::OK,
+            Err(out::Stop(code)) => code,
+        };
+        std::process::exit(code);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -184,7 +199,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("polymongo: cannot start the runtime: {e}");
+            out::note(format_args!("polymongo: cannot start the runtime: {e}"));
             std::process::exit(exit::OTHER);
         }
     };

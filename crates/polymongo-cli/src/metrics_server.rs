@@ -15,7 +15,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    eprintln!("serving metrics on http://{bound}/metrics");
+    crate::out::note(format_args!("serving metrics on http://{bound}/metrics"));
     let app = Router::new().route(
         "/metrics",
         get(move || {

@@ -1,20 +1,15 @@
 //! End-to-end: the built `polymongo` binary against test-kit servers, effects checked with a
 //! raw client.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use futures_util::TryStreamExt;
 use polymongo::mongodb::bson::{doc, Document, RawDocumentBuf};
 use polymongo::mongodb::Client;
 use polymongo_testkit::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_polymongo");
+mod common;
 
-/// A bound no healthy step comes near; reaching it means a hang.
-const HANG: Duration = Duration::from_secs(60);
+use common::{run, spawn, HANG};
 
 async fn server() -> TestServer {
     TestServer::start().await.expect("test server")
@@ -24,26 +19,6 @@ async fn raw(server: &TestServer) -> Client {
     Client::with_uri_str(server.uri())
         .await
         .expect("raw client")
-}
-
-/// Runs the binary to completion: (exit code, stdout, stderr).
-async fn run(args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(
-        HANG,
-        Command::new(BIN)
-            .args(args)
-            .env_remove("MONGODB_URI")
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("the binary hung")
-    .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 async fn docs(client: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
@@ -217,11 +192,7 @@ async fn config_check_names_each_problem_with_its_line() {
 
 #[tokio::test]
 async fn an_unreachable_cluster_exits_4_and_hides_the_password() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let uri = format!("mongodb://ops:S3cretPw@127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=200");
     let (code, out, err) = run(&["--uri", &uri, "ping"]).await;
     assert_eq!(code, 4, "{err}");
@@ -234,15 +205,7 @@ async fn an_unreachable_cluster_exits_4_and_hides_the_password() {
 
 /// Starts the binary with piped output and waits for `ready` on stderr.
 async fn start(args: &[&str], ready: &str) -> (tokio::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("MONGODB_URI")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn(args);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = tokio::time::timeout(HANG, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -339,6 +302,64 @@ async fn completions_and_help_are_printed() {
     assert_eq!(code, 0);
     assert!(
         out.contains("Exit codes") && out.contains("export"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn stats_without_a_database_shows_each_cluster_as_its_server_reports_it() {
+    let (a, b) = (server().await, server().await);
+    let (raw_a, raw_b) = (raw(&a).await, raw(&b).await);
+    seed(&raw_a, "cli_big", 200).await;
+    seed(&raw_b, "cli_elsewhere", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("poly.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "uri = \"{}\"\n\n[databases.cli_elsewhere]\nuri = \"{}\"\n",
+            a.uri(),
+            b.uri()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run(&["-c", config, "--json", "stats"]).await;
+    assert_eq!(code, 0, "{err}");
+    let clusters: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let clusters = clusters.as_array().expect("one entry per cluster");
+    assert_eq!(clusters.len(), 2, "{out}");
+    for (entry, raw, routed, own, other) in [
+        (&clusters[0], &raw_a, "(main)", "cli_big", "cli_elsewhere"),
+        (
+            &clusters[1],
+            &raw_b,
+            "cli_elsewhere",
+            "cli_elsewhere",
+            "cli_big",
+        ),
+    ] {
+        assert_eq!(entry["routed"][0], routed, "{entry}");
+        // The server's own figures: its databases, and at least this tool's connection.
+        let names = raw.list_database_names().await.unwrap();
+        assert_eq!(entry["databases"], names.len(), "{entry}");
+        let largest: Vec<&str> = entry["largest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d[0].as_str())
+            .collect();
+        assert!(largest.contains(&own), "{entry}");
+        assert!(!largest.contains(&other), "{entry}");
+        assert!(
+            entry["connections_current"].as_i64().unwrap() >= 1,
+            "{entry}"
+        );
+    }
+    let (code, out, _) = run(&["-c", config, "stats"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("server connections") && out.contains("cli_big"),
         "{out}"
     );
 }

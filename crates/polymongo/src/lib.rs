@@ -97,6 +97,7 @@ pub use floor::name::{
 };
 pub use floor::redact::{redact_config_error, redact_uri};
 pub use handle::model::{DbHandle, Model, ModelHandle};
+pub use handle::slot::ConnectionSlot;
 pub use poly::PolyMongo;
 pub use pool::cluster::{ConnectionState, PoolKind, MAX_LISTED_DATABASES};
 pub use pool::cmap::PoolStats;

@@ -28,6 +28,7 @@ use crate::features::watch::{self as streams, ManagedStream};
 use crate::floor::config::Options;
 use crate::floor::error::{Error, Result};
 use crate::handle::model::{Model, ModelHandle};
+use crate::handle::slot::ConnectionSlot;
 use crate::pool::cluster::{ClusterPool, ConnectionState, PoolEnv, PoolKind};
 use crate::pool::retiring::Retiring;
 use crate::registry::routes::Routes;
@@ -292,6 +293,20 @@ impl PolyMongo {
             .database
             .client()
             .clone())
+    }
+
+    /// Takes one of the connection slots of the pool database `name` is routed to, waiting at
+    /// most `wait` in the pool's wait queue (the one [`DbHandle::run`](crate::DbHandle::run)
+    /// waits in), and holds it until the last clone of the returned slot is dropped. Nothing
+    /// is sent: a caller refused here has done nothing yet, so it can safely be told to come
+    /// back later. Give the slot to the handles that do the work with
+    /// [`DbHandle::with_connection_slot`](crate::DbHandle::with_connection_slot).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`] (also once the pool began closing),
+    /// [`Error::PoolExhausted`] when no slot came free within `wait`.
+    pub async fn reserve_connection(&self, name: &str, wait: Duration) -> Result<ConnectionSlot> {
+        ConnectionSlot::reserve(self.inner.registry.lease(name)?, wait).await
     }
 
     /// Opens the main pool now and checks that its cluster answers, retrying as the `retry`

@@ -4,7 +4,7 @@
 //! Shared by `main.rs` and by `benches/tenant_load.rs`, which runs this same code as a child
 //! process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +28,12 @@ pub const MAX_PAGE: i64 = 100;
 pub const MAX_TEXT: usize = 10_000;
 /// Every tenant's database is `tenant_<name>`: no request can name `admin` and the like.
 pub const DB_PREFIX: &str = "tenant_";
+/// How long a request waits for a place in the pool before 503 `busy` (nothing sent).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a request may take in all before 504 `timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The tenants served when none are given.
+pub const DEFAULT_TENANTS: [&str; 3] = ["acme", "globex", "demo"];
 
 /// A note as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,13 +98,15 @@ pub enum Backend {
 /// The naive service's clients, by tenant.
 pub struct NaiveClients {
     uri: String,
+    tenants: HashSet<String>,
     clients: Mutex<HashMap<String, Client>>,
 }
 
 impl NaiveClients {
-    pub fn new(uri: String) -> Self {
+    pub fn new(uri: String, tenants: &[String]) -> Self {
         NaiveClients {
             uri,
+            tenants: tenants.iter().cloned().collect(),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -113,19 +121,23 @@ impl NaiveClients {
             .get("x-tenant")
             .and_then(|v| v.to_str().ok())
             .ok_or(TenantError::Missing)?;
-        // The same name rule as the polymongo backend, so both do the same work.
+        // The same name rule and allow list as the polymongo backend, so both do the same
+        // work.
         let database = format!("{DB_PREFIX}{tenant}");
         let strict = !tenant.is_empty()
             && tenant.starts_with(|c: char| c.is_ascii_alphanumeric())
             && tenant
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if !strict || polymongo::validate_database_name(&database).is_err() {
             return Err(ApiError::Client {
                 status: StatusCode::BAD_REQUEST,
                 code: "invalid_tenant",
                 message: "invalid tenant name",
             });
+        }
+        if !self.tenants.contains(tenant) {
+            return Err(TenantError::Unknown.into());
         }
         let cached = self
             .clients
@@ -312,7 +324,8 @@ async fn naive_health(State(_): State<Backend>) -> StatusCode {
     StatusCode::OK
 }
 
-/// The service's routes on `backend`.
+/// The service's routes on `backend`. The polymongo backend adds its tenancy's layer: each
+/// request's deadline, and one JSON body for every refusal (axum's own included).
 pub fn router(backend: Backend, poly: Option<&PolyMongo>) -> Router {
     let mut app = Router::new()
         .route("/notes", get(list).post(create))
@@ -323,7 +336,27 @@ pub fn router(backend: Backend, poly: Option<&PolyMongo>) -> Router {
             .route("/metrics", polymongo_axum::metrics(poly.clone())),
         None => app.route("/healthz", get(naive_health)),
     };
+    if let Backend::Poly(tenancy) = &backend {
+        app = app.layer(tenancy.layer());
+    }
     app.with_state(backend)
+}
+
+/// The polymongo service's tenancy: `X-Tenant`, else the subdomain of `domain`; databases
+/// `tenant_<name>`; only `tenants` served; the example's time limits.
+pub fn tenancy(
+    poly: &PolyMongo,
+    domain: &str,
+    tenants: &[String],
+) -> Result<Tenancy, polymongo_axum::ConfigError> {
+    Tenancy::builder(poly.clone())
+        .header(HeaderName::from_static("x-tenant"))
+        .subdomain(domain)
+        .prefix(DB_PREFIX)
+        .allow_list(tenants.iter().cloned())
+        .queue_timeout(QUEUE_TIMEOUT)
+        .request_timeout(REQUEST_TIMEOUT)
+        .build()
 }
 
 /// Settings of one run of the service.
@@ -335,6 +368,8 @@ pub struct Settings {
     pub pool_size: u32,
     /// Tenants may also be named by subdomains of this domain (`acme.<domain>`).
     pub domain: String,
+    /// The tenants served; any other is answered 404 before anything is made for it.
+    pub tenants: Vec<String>,
 }
 
 /// Runs the service until SIGINT/SIGTERM. Prints `listening on http://ADDR` once ready.
@@ -342,7 +377,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&settings.addr).await?;
     let addr = listener.local_addr()?;
     if settings.naive {
-        let clients = Arc::new(NaiveClients::new(settings.uri.clone()));
+        let clients = Arc::new(NaiveClients::new(settings.uri.clone(), &settings.tenants));
         let app = router(Backend::Naive(Arc::clone(&clients)), None);
         println!("listening on http://{addr} (naive: one client per tenant)");
         axum::serve(listener, app)
@@ -357,11 +392,7 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .max_pool_size(settings.pool_size)
         .build()
         .await?;
-    let tenancy = Tenancy::builder(poly.clone())
-        .header(HeaderName::from_static("x-tenant"))
-        .subdomain(settings.domain.clone())
-        .prefix(DB_PREFIX)
-        .build()?;
+    let tenancy = tenancy(&poly, &settings.domain, &settings.tenants)?;
     let app = router(Backend::Poly(tenancy), Some(&poly));
     println!(
         "listening on http://{addr} (polymongo, pool size {})",
@@ -372,8 +403,10 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         app,
         poly,
         polymongo_axum::shutdown_signal(),
+        // The drain outlasts the request timeout: every request meets its own deadline
+        // before the pools close.
         polymongo_axum::ShutdownDeadlines {
-            drain: Duration::from_secs(10),
+            drain: REQUEST_TIMEOUT + Duration::from_secs(1),
             close: Duration::from_secs(5),
         },
     )

@@ -14,7 +14,7 @@ mod app;
 use polymongo_testkit::TestServer;
 
 const USAGE: &str = "usage: tenant-service [--uri URI] [--addr HOST:PORT] [--pool-size N] \
-                     [--domain DOMAIN] [--naive]";
+                     [--domain DOMAIN] [--tenants NAME,NAME...] [--naive]";
 
 fn parse_args() -> Result<(app::Settings, bool), String> {
     let mut settings = app::Settings {
@@ -23,6 +23,7 @@ fn parse_args() -> Result<(app::Settings, bool), String> {
         naive: false,
         pool_size: 10,
         domain: "localhost".to_owned(),
+        tenants: app::DEFAULT_TENANTS.map(str::to_owned).to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -31,6 +32,13 @@ fn parse_args() -> Result<(app::Settings, bool), String> {
             "--uri" => settings.uri = value("--uri")?,
             "--addr" => settings.addr = value("--addr")?,
             "--domain" => settings.domain = value("--domain")?,
+            "--tenants" => {
+                settings.tenants = value("--tenants")?
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            }
             "--pool-size" => {
                 settings.pool_size = value("--pool-size")?
                     .parse()

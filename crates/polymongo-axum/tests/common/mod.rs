@@ -61,8 +61,14 @@ pub async fn raw(server: &TestServer) -> Client {
 }
 
 /// Every source, in the order header, subdomain of `example.test`, path parameter `tenant`,
-/// token claim.
+/// token claim — and an allow policy that accepts every valid name (the tests of the policy
+/// itself set their own).
 pub fn all_sources(poly: PolyMongo) -> polymongo_axum::TenancyBuilder {
+    sources_only(poly).allow(|_| true)
+}
+
+/// Every source, as [`all_sources`], with no allow policy: for tests that set their own.
+pub fn sources_only(poly: PolyMongo) -> polymongo_axum::TenancyBuilder {
     Tenancy::builder(poly)
         .header(axum::http::HeaderName::from_static("x-tenant"))
         .subdomain("example.test")
@@ -91,12 +97,53 @@ async fn create(notes: Tenant<Note>, Json(note): Json<Note>) -> Result<StatusCod
     Ok(StatusCode::CREATED)
 }
 
-/// The notes app, reachable as `/notes` (header, subdomain, claim) and `/t/{tenant}/notes`.
+/// The notes app, reachable as `/notes` (header, subdomain, claim) and `/t/{tenant}/notes`,
+/// behind its tenancy's layer.
 pub fn notes_app(tenancy: Tenancy) -> Router {
     Router::new()
         .route("/notes", get(list).post(create))
         .route("/t/{tenant}/notes", get(list).post(create))
+        .layer(tenancy.layer())
         .with_state(tenancy)
+}
+
+/// Serves `app` on a free local port until the returned task is aborted.
+pub async fn listen(app: Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (addr, task)
+}
+
+/// Sends `request` (raw HTTP/1.1 bytes, e.g. with two `Host` headers or an absolute-form
+/// target, which hyper's client cannot make) and returns the status and the body as JSON.
+pub async fn raw_http(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request).await.expect("send");
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("body is not JSON: {body:?}"))
+    };
+    (status, json)
 }
 
 /// A request as a test builds it.
@@ -106,6 +153,8 @@ pub struct Req {
     pub headers: Vec<(&'static str, axum::http::HeaderValue)>,
     pub claims: Option<Claims>,
     pub body: Option<serde_json::Value>,
+    /// A body sent as it is, with only the headers the test set (no content type added).
+    pub raw_body: Option<String>,
 }
 
 impl Req {
@@ -116,6 +165,7 @@ impl Req {
             headers: Vec::new(),
             claims: None,
             body: None,
+            raw_body: None,
         }
     }
 
@@ -158,12 +208,13 @@ pub async fn send(app: &Router, req: Req) -> (StatusCode, serde_json::Value) {
     for (name, value) in req.headers {
         builder = builder.header(name, value);
     }
-    let body = match req.body {
-        Some(b) => {
+    let body = match (req.body, req.raw_body) {
+        (Some(b), _) => {
             builder = builder.header("content-type", "application/json");
             Body::from(b.to_string())
         }
-        None => Body::empty(),
+        (None, Some(raw)) => Body::from(raw),
+        (None, None) => Body::empty(),
     };
     let mut request = builder.body(body).expect("request");
     if let Some(c) = req.claims {
@@ -201,6 +252,55 @@ pub async fn raw_texts(client: &Client, db: &str) -> Vec<String> {
         .collect();
     texts.sort();
     texts
+}
+
+/// Asserts a refusal: its status, its code, and a body with nothing but `error` and `message`,
+/// free of driver or server wording.
+pub fn assert_refused(
+    (status, body): &(StatusCode, serde_json::Value),
+    want: StatusCode,
+    code: &str,
+    case: &str,
+) {
+    assert_eq!(*status, want, "{case}: {body}");
+    assert_eq!(body["error"], code, "{case}: {body}");
+    let obj = body.as_object().expect("object body");
+    assert_eq!(obj.len(), 2, "{case}: only error and message: {body}");
+    let message = body["message"].as_str().expect("message").to_lowercase();
+    for leak in [
+        "errmsg",
+        "127.0.0.1",
+        "kind:",
+        "invalid reply",
+        "e11000",
+        "code:",
+    ] {
+        assert!(
+            !message.contains(leak),
+            "{case}: {message:?} contains {leak:?}"
+        );
+    }
+}
+
+/// A fault proxy in front of `server`, and a manager with a pool of `pool` through it.
+pub async fn proxied_manager(
+    server: &TestServer,
+    pool: u32,
+) -> (polymongo_testkit::FaultProxy, PolyMongo) {
+    let proxy = polymongo_testkit::FaultProxy::start(&format!(
+        "127.0.0.1:{}",
+        server.port().expect("a local server")
+    ))
+    .await
+    .expect("proxy");
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .max_pool_size(pool)
+        .build()
+        .await
+        .expect("manager builds");
+    (proxy, poly)
 }
 
 /// Polls `probe` until it returns `Some`, failing the test after `deadline`.

@@ -300,6 +300,25 @@ impl Error {
         }
     }
 
+    /// Whether doing it again is safe even if the operation that failed wrote: for an error
+    /// whose operation the library did not see (a driver error from a call made directly on a
+    /// handle, through `Deref`, turned into [`Error::Driver`] by `?`), only a failure before
+    /// anything was sent or one the driver labelled `RetryableWriteError` or
+    /// `TransientTransactionError` qualifies; a broken connection or a retryable code alone
+    /// does not, since the call may have been a write. For every other error, as
+    /// [`is_retryable`](Self::is_retryable).
+    pub fn is_retryable_as_write(&self) -> bool {
+        match self {
+            Error::Driver(e) => {
+                !e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    && (sent_nothing(e)
+                        || e.contains_label(RETRYABLE_WRITE_ERROR)
+                        || e.contains_label(TRANSIENT_TRANSACTION_ERROR))
+            }
+            other => other.is_retryable(),
+        }
+    }
+
     /// Whether a write may or may not have been applied: the connection broke during a write
     /// the driver did not retry, a transaction's deadline may have fallen during its commit,
     /// or the driver reported `UnknownTransactionCommitResult`. Such an error is never
@@ -514,6 +533,13 @@ mod tests {
         assert!(matches!(read, Error::Driver(_)), "{read:?}");
         assert!(read.is_retryable());
         assert!(!read.is_outcome_unknown());
+
+        // Unseen (through `?` from a direct driver call): a write is possible, so neither a
+        // retryable code nor a broken connection makes it safe to send again.
+        assert!(Error::from(refused(91)).is_retryable());
+        assert!(!Error::from(refused(91)).is_retryable_as_write());
+        assert!(!Error::from(broken()).is_retryable_as_write());
+        assert!(!read.is_retryable_as_write() && !write.is_retryable_as_write());
 
         // A code outside the list is the same refusal for both, and not retryable.
         let bad_value = Error::from_driver_op(refused(2), "c", OpKind::Write);

@@ -1,6 +1,7 @@
-//! The handles layer: typed models on any database ([`model`]), and the counted operation
-//! ([`run`]). Handles hold a registry lease; they know the registry and the pools below it,
+//! The handles layer: typed models on any database ([`model`]), the counted operation
+//! ([`run`]), and connection slots held across operations ([`slot`]). Handles hold a registry lease; they know the registry and the pools below it,
 //! nothing above.
 
 pub(crate) mod model;
 pub(crate) mod run;
+pub(crate) mod slot;

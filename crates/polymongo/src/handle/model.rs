@@ -22,6 +22,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_collection_name;
+use crate::handle::slot::ConnectionSlot;
 use crate::registry::{DbLease, Registry};
 
 /// A document type stored in one collection.
@@ -211,6 +212,7 @@ impl<T: Model> ModelHandle<T> {
             collection,
             lease,
             permit: None,
+            slot: None,
         })
     }
 
@@ -223,6 +225,7 @@ impl<T: Model> ModelHandle<T> {
             collection,
             lease,
             permit: None,
+            slot: None,
         })
     }
 
@@ -255,6 +258,8 @@ pub struct DbHandle<T: Send + Sync> {
     pub(crate) collection: Collection<T>,
     pub(crate) lease: DbLease,
     permit: Option<Arc<OwnedSemaphorePermit>>,
+    /// A connection slot taken beforehand, which `run` uses instead of queueing.
+    pub(crate) slot: Option<ConnectionSlot>,
 }
 
 impl<T: Send + Sync> Clone for DbHandle<T> {
@@ -263,6 +268,7 @@ impl<T: Send + Sync> Clone for DbHandle<T> {
             collection: self.collection.clone(),
             lease: self.lease.clone(),
             permit: self.permit.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -300,5 +306,17 @@ impl<T: Send + Sync> DbHandle<T> {
     /// of the work done through it).
     pub fn into_collection(self) -> Collection<T> {
         self.collection
+    }
+
+    /// This handle (and its clones) holding `slot`, taken beforehand with
+    /// [`PolyMongo::reserve_connection`](crate::PolyMongo::reserve_connection): its
+    /// [`run`](Self::run) operations then use that slot instead of waiting for one of their
+    /// own, so work that holds a slot never queues behind itself. A slot of another pool (the
+    /// database was re-routed meanwhile) is not taken: `run` then queues as usual.
+    pub fn with_connection_slot(mut self, slot: &ConnectionSlot) -> Self {
+        if slot.is_of(&self.lease) {
+            self.slot = Some(slot.clone());
+        }
+        self
     }
 }

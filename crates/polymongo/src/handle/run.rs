@@ -64,7 +64,9 @@ impl<T: Send + Sync> DbHandle<T> {
     /// when the pool stayed busy for `wait_queue_timeout`. A broken connection is
     /// [`Error::Connection`](crate::Error::Connection): retryable for a `find` or a count, but
     /// for any other operation (which may write) only when the driver labelled it
-    /// `RetryableWriteError`; otherwise its outcome is unknown and it is not retryable.
+    /// `RetryableWriteError`; otherwise its outcome is unknown and it is not retryable. A
+    /// write the server ended with a retryable code but without that label is
+    /// [`Error::WriteInterrupted`](crate::Error::WriteInterrupted): outcome unknown too.
     pub async fn run<'a, A, R>(&'a self, op: impl FnOnce(&'a Collection<T>) -> A) -> Result<R>
     where
         A: IntoFuture<Output = mongodb::error::Result<R>>,
@@ -94,15 +96,18 @@ impl<T: Send + Sync> DbHandle<T> {
         };
         // Held for the operation: the pool's wait queue counts this call while it waits, and
         // with `wait_queue_timeout` a busy pool makes it wait at most that long (the driver's
-        // own queue has no bound).
-        let _connection = match entry.pool.connection_slot().await {
-            Ok(permit) => permit,
-            Err(e) => {
-                if let Some(c) = &mut counted {
-                    c.failed = true;
+        // own queue has no bound). A handle holding a reserved slot uses that one.
+        let _connection = match &self.slot {
+            Some(_) => None,
+            None => match entry.pool.connection_slot().await {
+                Ok(permit) => Some(permit),
+                Err(e) => {
+                    if let Some(c) = &mut counted {
+                        c.failed = true;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
+            },
         };
         let operation = op(&self.collection).into_future().instrument(span.clone());
         // A close that stops waiting cuts the operation: dropping it drops its connection.

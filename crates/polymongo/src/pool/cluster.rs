@@ -348,6 +348,15 @@ impl ClusterPool {
     /// that bound is on) and holds it for the caller. While waiting, the caller is counted in
     /// the pool's wait queue; a cancelled wait leaves it at once.
     pub(crate) async fn connection_slot(&self) -> Result<OwnedSemaphorePermit> {
+        self.connection_slot_within(self.wait_queue_timeout).await
+    }
+
+    /// [`connection_slot`](Self::connection_slot) with the caller's own bound (`None`: no
+    /// bound) instead of the pool's `wait_queue_timeout`.
+    pub(crate) async fn connection_slot_within(
+        &self,
+        wait: Option<Duration>,
+    ) -> Result<OwnedSemaphorePermit> {
         let slots = Arc::clone(
             &self
                 .connection_slots
@@ -359,7 +368,7 @@ impl ClusterPool {
         }
         let _queued = Queued::enter(&self.waiting);
         let started = Instant::now();
-        let outcome = match self.wait_queue_timeout {
+        let outcome = match wait {
             Some(wait) => tokio::time::timeout(wait, slots.acquire_owned()).await,
             None => Ok(slots.acquire_owned().await),
         };
