@@ -196,10 +196,20 @@ impl<'a> Stats<'a> {
     /// The manager's pools now; synchronous, no server round trip. Costs O(pools), whatever
     /// the number of databases.
     pub fn general(&self) -> GeneralStats {
+        self.general_with(true)
+    }
+
+    /// [`general`](Self::general), with or without each pool's list of database names (the
+    /// metrics render has no use for them, and copying them is most of the call).
+    pub(crate) fn general_with(&self, names: bool) -> GeneralStats {
         let registry = self.registry;
         let routes = registry.routes();
         let info = |pool: &Arc<ClusterPool>| {
-            let (database_count, databases) = pool.served();
+            let (database_count, databases) = if names {
+                pool.served()
+            } else {
+                (pool.served_count(), Vec::new())
+            };
             let dedicated = pool.kind() == PoolKind::Dedicated;
             PoolInfo {
                 cluster: pool.label().to_owned(),

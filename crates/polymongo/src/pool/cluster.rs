@@ -675,6 +675,11 @@ impl ClusterPool {
         }
     }
 
+    /// How many cached databases this pool serves.
+    pub(crate) fn served_count(&self) -> usize {
+        self.served_count.load(Ordering::Relaxed)
+    }
+
     /// How many databases the pool serves now, and up to [`MAX_LISTED_DATABASES`] of their
     /// names, sorted.
     pub(crate) fn served(&self) -> (usize, Vec<String>) {
@@ -684,7 +689,7 @@ impl ClusterPool {
         };
         names.sort_unstable();
         names.dedup();
-        (self.served_count.load(Ordering::Relaxed), names)
+        (self.served_count(), names)
     }
 
     /// First half of closing for good: from now on [`client`](Self::client) fails with

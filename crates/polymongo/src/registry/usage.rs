@@ -496,24 +496,33 @@ impl Usage {
     /// so only the `n` returned are snapshotted: O(board) atomic loads plus O(n) snapshots.
     pub(crate) fn top(&self, n: usize, by: TopBy) -> Vec<UsageStats> {
         let window = self.window();
-        let mut ranked: Vec<((u64, u64), Arc<DbUsage>)> = self
-            .board()
-            .iter()
-            .filter(|m| !m.gone.load(Ordering::Relaxed))
-            .map(|m| {
-                let (ops, us) = m.recent(window);
-                let key = match by {
-                    TopBy::Operations => (ops, us),
-                    TopBy::Time => (us, ops),
-                };
-                (key, Arc::clone(m))
-            })
-            .collect();
-        let n = n.min(ranked.len());
-        if n < ranked.len() {
-            ranked.select_nth_unstable_by_key(n, |(key, _)| std::cmp::Reverse(*key));
-            ranked.truncate(n);
-        }
+        // Ranked by position, and only the first n counters are cloned: an `Arc` clone and
+        // drop per ranked database (up to `max_tracked_databases`, scattered in memory) were
+        // most of the cost.
+        let mut ranked: Vec<((u64, u64), Arc<DbUsage>)> = {
+            let board = self.board();
+            let mut keys: Vec<((u64, u64), usize)> = board
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| !m.gone.load(Ordering::Relaxed))
+                .map(|(i, m)| {
+                    let (ops, us) = m.recent(window);
+                    let key = match by {
+                        TopBy::Operations => (ops, us),
+                        TopBy::Time => (us, ops),
+                    };
+                    (key, i)
+                })
+                .collect();
+            let n = n.min(keys.len());
+            if n < keys.len() {
+                keys.select_nth_unstable_by_key(n, |(key, _)| std::cmp::Reverse(*key));
+                keys.truncate(n);
+            }
+            keys.into_iter()
+                .map(|(key, i)| (key, Arc::clone(&board[i])))
+                .collect()
+        };
         ranked.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
         ranked
             .iter()
