@@ -54,6 +54,7 @@ pub use features::bulk;
 pub use features::hooks;
 #[cfg(feature = "logging")]
 pub use features::logging;
+pub use features::migrate;
 
 /// Prometheus text exposition of pool and usage figures (feature `metrics`).
 ///
@@ -94,6 +95,7 @@ pub use floor::db_config::{DbConfig, DEFAULT_QUEUE_TIMEOUT};
 pub use floor::error::{Error, ErrorKind, Result};
 pub use floor::name::{
     validate_collection_name, validate_database_name, NameRule, MAX_DATABASE_NAME_BYTES,
+    RESERVED_COLLECTION_PREFIX,
 };
 pub use floor::redact::{redact_config_error, redact_uri};
 pub use handle::model::{DbHandle, Model, ModelHandle};

@@ -20,6 +20,7 @@ use crate::builder::PolyMongoBuilder;
 use crate::features::bulk::Bulk;
 use crate::features::closing::{CloseReport, Closer};
 use crate::features::hooks::{self, ErrorEvent, HookHandle, Hooks, PendingHook, PoolEvent};
+use crate::features::migrate::{DbMigrationReport, MigrationStatus, Migrations, Migrator};
 use crate::features::ping;
 use crate::features::scale::Scale;
 use crate::features::stats::Stats;
@@ -277,6 +278,37 @@ impl PolyMongo {
     /// [`Error::InvalidName`], [`Error::Closed`].
     pub fn database(&self, name: &str) -> Result<Database> {
         Ok(self.inner.registry.lease(name)?.entry.database.clone())
+    }
+
+    /// A [`Migrator`]: applies versioned migrations to one database at a time under its
+    /// ledger and lock, with the lock's time to live and wait as options.
+    pub fn migrator(&self) -> Migrator<'_> {
+        Migrator::new(&self.inner.registry)
+    }
+
+    /// Brings database `name` to the latest version of `migrations`, with the default lock
+    /// options: [`Migrator::apply`].
+    ///
+    /// # Errors
+    /// As [`Migrator::apply`].
+    pub async fn migrate_database(
+        &self,
+        name: &str,
+        migrations: &Migrations,
+    ) -> Result<DbMigrationReport> {
+        self.migrator().apply(name, migrations).await
+    }
+
+    /// Database `name`'s migration state, read only: [`Migrator::status`].
+    ///
+    /// # Errors
+    /// As [`Migrator::status`].
+    pub async fn migration_status(
+        &self,
+        name: &str,
+        migrations: &Migrations,
+    ) -> Result<MigrationStatus> {
+        self.migrator().status(name, migrations).await
     }
 
     /// The driver's `Client` (the pool) that serves database `name`. Not counted as use, as

@@ -1,5 +1,5 @@
 //! The features layer: what the library does with the layers below — transactions, change
-//! streams, bulk tasks, statistics, metrics, run-time configuration (scale), hooks, closing
+//! streams, bulk tasks, migrations, statistics, metrics, run-time configuration (scale), hooks, closing
 //! and signal handling. Features use the registry, handles and pools; nothing below imports
 //! a feature.
 
@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod logging;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
+pub mod migrate;
 pub(crate) mod ping;
 pub(crate) mod scale;
 #[cfg(unix)]

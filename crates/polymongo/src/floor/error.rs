@@ -36,6 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | [`Error::Driver`] | as the driver labels it: `RetryableWriteError`, `TransientTransactionError`, `RetryableError`, or, for a read, a server error code of the retryable list; never when labelled `UnknownTransactionCommitResult` |
 /// | [`Error::WriteInterrupted`] | no: a write ended by a retryable code without the `RetryableWriteError` label may have been applied |
 /// | [`Error::Closed`] | no: a cut write may or may not have been applied |
+/// | [`Error::Migration`] | only a held migration lock: nothing was applied |
 /// | every other variant | no: the same input fails the same way |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -212,6 +213,11 @@ pub enum Error {
         source: mongodb::error::Error,
     },
 
+    /// A migration set is invalid, or a database's ledger or lock refused a migration run
+    /// (see [`migrate`](crate::migrate)). Nothing was applied.
+    #[error("{0}")]
+    Migration(Box<crate::floor::migration_error::MigrationError>),
+
     /// Any other error from the driver or the server.
     #[error(transparent)]
     Driver(#[from] mongodb::error::Error),
@@ -245,6 +251,8 @@ pub enum ErrorKind {
     Io,
     /// See [`Error::NoRuntime`].
     NoRuntime,
+    /// See [`Error::Migration`].
+    Migration,
     /// See [`Error::Driver`].
     Driver,
 }
@@ -267,6 +275,7 @@ impl Error {
             Error::Dump { .. } | Error::Import(_) => ErrorKind::Bulk,
             Error::Io { .. } => ErrorKind::Io,
             Error::NoRuntime => ErrorKind::NoRuntime,
+            Error::Migration(_) => ErrorKind::Migration,
             Error::Driver(_) | Error::WriteInterrupted { .. } => ErrorKind::Driver,
         }
     }
@@ -297,6 +306,11 @@ impl Error {
             | Error::Import(_)
             | Error::WriteInterrupted { .. }
             | Error::NoRuntime => false,
+            // A held lock is free again once its holder finishes or its expiry passes.
+            Error::Migration(m) => matches!(
+                **m,
+                crate::floor::migration_error::MigrationError::LockHeld { .. }
+            ),
         }
     }
 
@@ -483,6 +497,12 @@ fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
         return true;
     }
     matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+}
+
+impl From<crate::floor::migration_error::MigrationError> for Error {
+    fn from(e: crate::floor::migration_error::MigrationError) -> Self {
+        Error::Migration(Box::new(e))
+    }
 }
 
 #[cfg(test)]

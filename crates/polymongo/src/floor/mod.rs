@@ -6,5 +6,6 @@ pub(crate) mod bulk_report;
 pub(crate) mod config;
 pub(crate) mod db_config;
 pub(crate) mod error;
+pub(crate) mod migration_error;
 pub(crate) mod name;
 pub(crate) mod redact;

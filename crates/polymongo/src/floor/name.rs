@@ -16,6 +16,10 @@ pub const MAX_DATABASE_NAME_BYTES: usize = 63;
 const FORBIDDEN_IN_DATABASE: &[char] =
     &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
 
+/// Collections whose names start with this belong to the library (the migration ledger,
+/// `__polymongo_migrations`): models and change streams cannot name them.
+pub const RESERVED_COLLECTION_PREFIX: &str = "__polymongo";
+
 /// A naming rule a database or collection name broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -31,6 +35,8 @@ pub enum NameRule {
     ForbiddenChar(char),
     /// The collection name starts with the reserved `system.` prefix.
     SystemPrefix,
+    /// The collection name starts with the library's reserved `__polymongo` prefix.
+    ReservedPrefix,
 }
 
 impl fmt::Display for NameRule {
@@ -44,6 +50,10 @@ impl fmt::Display for NameRule {
             NameRule::ForbiddenChar('\0') => f.write_str("must not contain the NUL character"),
             NameRule::ForbiddenChar(c) => write!(f, "must not contain {c:?}"),
             NameRule::SystemPrefix => f.write_str("must not start with \"system.\""),
+            NameRule::ReservedPrefix => write!(
+                f,
+                "must not start with {RESERVED_COLLECTION_PREFIX:?} (reserved for polymongo)"
+            ),
         }
     }
 }
@@ -60,9 +70,24 @@ pub fn validate_database_name(name: &str) -> Result<()> {
     })
 }
 
-/// Checks a collection name: non-empty, no `$`, no NUL, not in the `system.` namespace.
+/// Checks a collection name: non-empty, no `$`, no NUL, not in the `system.` namespace, not
+/// starting with [`RESERVED_COLLECTION_PREFIX`].
 pub fn validate_collection_name(name: &str) -> Result<()> {
-    collection_rule(name).map_or(Ok(()), |rule| {
+    let rule = collection_rule(name).or_else(|| {
+        name.starts_with(RESERVED_COLLECTION_PREFIX)
+            .then_some(NameRule::ReservedPrefix)
+    });
+    collection_result(name, rule)
+}
+
+/// As [`validate_collection_name`], but the library's reserved collections pass: a dump
+/// carries a tenant's migration ledger with its data.
+pub(crate) fn validate_stored_collection_name(name: &str) -> Result<()> {
+    collection_result(name, collection_rule(name))
+}
+
+fn collection_result(name: &str, rule: Option<NameRule>) -> Result<()> {
+    rule.map_or(Ok(()), |rule| {
         Err(Error::InvalidName {
             what: "collection",
             name: name.to_owned(),
@@ -154,5 +179,8 @@ mod tests {
         assert!(validate_collection_name("").is_err());
         assert!(validate_collection_name("a$b").is_err());
         assert!(validate_collection_name("system.users").is_err());
+        assert!(validate_collection_name("__polymongo_migrations").is_err());
+        assert!(validate_stored_collection_name("__polymongo_migrations").is_ok());
+        assert!(validate_collection_name("_polymongo").is_ok());
     }
 }

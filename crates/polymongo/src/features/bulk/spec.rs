@@ -5,7 +5,7 @@
 use mongodb::bson::{Bson, Document};
 
 use super::format::CollectionSpec;
-use crate::floor::name::validate_collection_name;
+use crate::floor::name::{validate_collection_name, validate_stored_collection_name};
 
 /// The collection options a dump may carry (those `listCollections` reports and `create`
 /// accepts), with the BSON type each must have. Anything else — `create`, `$db`, `lsid`,
@@ -35,7 +35,7 @@ const IGNORED_OPTIONS: [&str; 1] = ["uuid"];
 /// The `create` command for `spec`: `{"create": <name>}` followed by its validated options.
 /// The error says which option is refused and why.
 pub(crate) fn create_command(spec: &CollectionSpec) -> Result<Document, String> {
-    validate_collection_name(&spec.name).map_err(|e| e.to_string())?;
+    validate_stored_collection_name(&spec.name).map_err(|e| e.to_string())?;
     match spec.kind.as_str() {
         "collection" | "view" | "timeseries" => {}
         other => return Err(format!("unknown collection type {other:?}")),

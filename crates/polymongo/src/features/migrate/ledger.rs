@@ -1,0 +1,115 @@
+//! The ledger: one document per applied version in the tenant database's reserved
+//! collection [`MIGRATIONS_COLLECTION`], written after the version's steps succeeded.
+
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::error::{ErrorKind as DriverKind, WriteFailure};
+use mongodb::{Collection, Database};
+
+use crate::floor::error::Result;
+use crate::floor::migration_error::MigrationError;
+
+/// The reserved collection holding a tenant database's migration ledger and its lock
+/// document (`_id: "lock"`). Collections whose names start with `__polymongo` belong to the
+/// library.
+pub const MIGRATIONS_COLLECTION: &str = "__polymongo_migrations";
+
+/// The `_id` of the lock document; ledger documents have their version as `_id`.
+pub(crate) const LOCK_ID: &str = "lock";
+
+/// One applied version, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The version.
+    pub version: u64,
+    /// The migration's name when it was applied.
+    pub name: String,
+    /// The checksum of its definition when it was applied.
+    pub checksum: String,
+    /// When its steps finished.
+    pub applied_at: DateTime,
+    /// How long its steps took.
+    pub duration: Duration,
+    /// The runner that applied it (host, process id, run).
+    pub by: String,
+}
+
+pub(crate) fn collection(db: &Database) -> Collection<Document> {
+    db.collection(MIGRATIONS_COLLECTION)
+}
+
+/// Every applied version, in order.
+pub(crate) async fn read(db: &Database) -> Result<Vec<LedgerEntry>> {
+    let docs: Vec<Document> = collection(db).find(doc! {}).await?.try_collect().await?;
+    let mut entries = Vec::with_capacity(docs.len());
+    for d in docs {
+        if d.get_str("_id").is_ok() {
+            continue; // the lock
+        }
+        entries.push(decode(&d).ok_or_else(|| MigrationError::Ledger {
+            database: db.name().to_owned(),
+            problem: format!("unexpected document {d}"),
+        })?);
+    }
+    entries.sort_by_key(|e| e.version);
+    Ok(entries)
+}
+
+/// Records an applied version. The version is the document's `_id`, so a version is never
+/// recorded twice: a second record fails with a duplicate key, reported as a lost lock.
+pub(crate) async fn record(db: &Database, entry: &LedgerEntry) -> Result<()> {
+    let lost = || MigrationError::LockLost {
+        database: db.name().to_owned(),
+        version: entry.version,
+    };
+    let id = i64::try_from(entry.version).map_err(|_| MigrationError::Ledger {
+        database: db.name().to_owned(),
+        problem: format!("version {} does not fit a BSON Int64", entry.version),
+    })?;
+    let duration_ms = i64::try_from(entry.duration.as_millis()).unwrap_or(i64::MAX);
+    let document = doc! {
+        "_id": id,
+        "name": &entry.name,
+        "checksum": &entry.checksum,
+        "applied_at": entry.applied_at,
+        "duration_ms": duration_ms,
+        "by": &entry.by,
+    };
+    match collection(db).insert_one(document).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_key(&e) => Err(lost().into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn decode(d: &Document) -> Option<LedgerEntry> {
+    let version = as_u64(d.get("_id")?)?;
+    Some(LedgerEntry {
+        version,
+        name: d.get_str("name").ok()?.to_owned(),
+        checksum: d.get_str("checksum").ok()?.to_owned(),
+        applied_at: *d.get_datetime("applied_at").ok()?,
+        duration: Duration::from_millis(d.get("duration_ms").and_then(as_u64).unwrap_or(0)),
+        by: d.get_str("by").unwrap_or_default().to_owned(),
+    })
+}
+
+/// An integer whatever width the server kept (some emulators store a small Int64 as Int32).
+fn as_u64(b: &Bson) -> Option<u64> {
+    match b {
+        Bson::Int32(i) => u64::try_from(*i).ok(),
+        Bson::Int64(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// Whether the server refused a write for a duplicate key (code 11000).
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        DriverKind::Command(c) => c.code == 11000,
+        DriverKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
+}

@@ -1,0 +1,116 @@
+//! A migration and its steps: code (an async closure over the tenant's `Database`) or a
+//! declarative command.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use mongodb::bson::Document;
+use mongodb::Database;
+
+/// The error a code step returns: anything, so `?` works on driver errors, polymongo errors
+/// and the application's own.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+type CodeFn = dyn Fn(Database) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync;
+
+/// One step of a [`Migration`].
+#[derive(Clone)]
+pub enum Step {
+    /// An async closure over the tenant's database (see [`Step::code`]).
+    Code(Arc<CodeFn>),
+    /// A database command run with `run_command` on the tenant's database (see
+    /// [`Step::command`]).
+    Command(Document),
+}
+
+impl Step {
+    /// A code step: `f` gets the tenant's `Database` and returns a future.
+    ///
+    /// ```
+    /// # use polymongo::migrate::Step;
+    /// # use polymongo::mongodb::bson::doc;
+    /// let step = Step::code(|db| async move {
+    ///     db.collection::<polymongo::mongodb::bson::Document>("users")
+    ///         .update_many(doc! {}, doc! { "$set": { "plan": "free" } })
+    ///         .await?;
+    ///     Ok(())
+    /// });
+    /// ```
+    ///
+    /// Code cannot be hashed, so a migration with code steps needs a
+    /// [`code_version`](Migration::code_version) that its author changes with the code. A
+    /// step may run again if the process dies after it and before its version is written to
+    /// the ledger: write it so that running it twice does no harm.
+    pub fn code<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Database) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StepError>> + Send + 'static,
+    {
+        Step::Code(Arc::new(move |db| Box::pin(f(db))))
+    }
+
+    /// A declarative step: a database command, checked against the allow-list when the
+    /// [`Migrations`](crate::migrate::Migrations) are built (`createIndexes`, `dropIndexes`,
+    /// `update`, `delete`, `insert`, `collMod`, `create`, `drop`, `renameCollection`), and
+    /// run on the tenant's database. `renameCollection` takes plain collection names
+    /// (`{renameCollection: "old", to: "new"}`); the tenant's database is put in front.
+    pub fn command(command: Document) -> Self {
+        Step::Command(command)
+    }
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Code(_) => f.write_str("Step::Code(..)"),
+            Step::Command(c) => f.debug_tuple("Step::Command").field(c).finish(),
+        }
+    }
+}
+
+/// A versioned change: a version (from 1), a stable name, steps run in order.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub(crate) version: u64,
+    pub(crate) name: String,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) code_version: Option<String>,
+}
+
+impl Migration {
+    /// A migration with its steps.
+    pub fn new(version: u64, name: impl Into<String>, steps: Vec<Step>) -> Self {
+        Self {
+            version,
+            name: name.into(),
+            steps,
+            code_version: None,
+        }
+    }
+
+    /// The fingerprint of this migration's code steps, part of its checksum (required when
+    /// it has code steps). Change it whenever the code changes in a way that matters: a
+    /// database that already applied the migration then refuses the run instead of
+    /// silently keeping the old effect.
+    pub fn code_version(mut self, fingerprint: impl Into<String>) -> Self {
+        self.code_version = Some(fingerprint.into());
+        self
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its steps.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+}
