@@ -152,3 +152,40 @@ async fn a_closed_manager_or_a_bad_name_refuses_a_reservation() {
         Err(Error::Closed)
     ));
 }
+
+/// A reservation dropped at any point of its wait (cut by `timeout` at growing delays) leaves
+/// the wait queue at once and takes no slot with it: afterwards the gauge is back at 0 and
+/// both slots can be taken without waiting.
+#[tokio::test]
+async fn a_reservation_dropped_while_it_waits_leaves_the_queue_and_takes_nothing() {
+    let server = common::server().await;
+    let poly = manager(&server).await;
+    let held = (
+        poly.reserve_connection("a", SHORT).await.unwrap(),
+        poly.reserve_connection("b", SHORT).await.unwrap(),
+    );
+    for delay_ms in [0u64, 1, 2, 5, 10, 20, 50] {
+        let cut = tokio::time::timeout(
+            Duration::from_millis(delay_ms),
+            poly.reserve_connection("c", Duration::from_secs(30)),
+        )
+        .await;
+        assert!(
+            cut.is_err(),
+            "the pool is full: the wait cannot end by itself"
+        );
+        assert_eq!(
+            poly.stats().general().primary.stats.wait_queue,
+            0,
+            "after a cut at {delay_ms} ms"
+        );
+    }
+    drop(held);
+    // Both slots are free again: a reservation that may not wait at all gets each.
+    let again = (
+        poly.reserve_connection("a", Duration::ZERO).await.unwrap(),
+        poly.reserve_connection("b", Duration::ZERO).await.unwrap(),
+    );
+    drop(again);
+    poly.close_all(Duration::from_secs(5)).await;
+}
