@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::features::hooks::{ErrorEvent, PendingHook, PoolEvent};
+use crate::features::migrate::Migrations;
 use crate::floor::config::{Options, RetryOptions};
 use crate::floor::db_config::DbConfig;
 use crate::floor::error::{Error, Result};
@@ -19,6 +20,7 @@ pub struct PolyMongoBuilder {
     /// A database configured twice with different URIs, reported by `build`.
     conflict: Option<String>,
     hooks: Vec<PendingHook>,
+    first_use: Option<Migrations>,
 }
 
 impl fmt::Debug for PolyMongoBuilder {
@@ -37,6 +39,7 @@ impl PolyMongoBuilder {
             options,
             conflict: None,
             hooks: Vec::new(),
+            first_use: None,
         }
     }
 
@@ -223,6 +226,20 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// Lazy migrations: the first [`acquire`](crate::ModelHandle::acquire) of each database
+    /// (per registry entry) brings it to the latest version of `migrations` before handing
+    /// out its handle. An up-to-date database costs one read of its ledger on its first
+    /// acquire and nothing on later ones; concurrent first users wait for one run, runners
+    /// of other processes for the database's lock (up to [`DEFAULT_LOCK_WAIT`]
+    /// (crate::migrate::DEFAULT_LOCK_WAIT)). A failing step fails the acquire with
+    /// [`MigrationError::Failed`](crate::migrate::MigrationError::Failed); the next first use
+    /// tries again. [`db`](crate::ModelHandle::db), which never does I/O, does not migrate.
+    /// See [`migrate`](crate::migrate).
+    pub fn migrate_on_first_use(mut self, migrations: Migrations) -> Self {
+        self.first_use = Some(migrations);
+        self
+    }
+
     /// The options as set so far.
     pub fn options(&self) -> &Options {
         &self.options
@@ -246,6 +263,6 @@ impl PolyMongoBuilder {
                 message: "is configured twice with different URIs".into(),
             });
         }
-        PolyMongo::from_options(self.options, self.hooks).await
+        PolyMongo::from_options(self.options, self.hooks, self.first_use).await
     }
 }

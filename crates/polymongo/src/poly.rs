@@ -20,7 +20,9 @@ use crate::builder::PolyMongoBuilder;
 use crate::features::bulk::Bulk;
 use crate::features::closing::{CloseReport, Closer};
 use crate::features::hooks::{self, ErrorEvent, HookHandle, Hooks, PendingHook, PoolEvent};
-use crate::features::migrate::{DbMigrationReport, MigrationStatus, Migrations, Migrator};
+use crate::features::migrate::{
+    DbMigrationReport, Fleet, MigrationStatus, Migrations, Migrator, OnFirstUse,
+};
 use crate::features::ping;
 use crate::features::scale::Scale;
 use crate::features::stats::Stats;
@@ -76,7 +78,11 @@ impl PolyMongo {
         PolyMongoBuilder::default()
     }
 
-    pub(crate) async fn from_options(options: Options, hooks: Vec<PendingHook>) -> Result<Self> {
+    pub(crate) async fn from_options(
+        options: Options,
+        hooks: Vec<PendingHook>,
+        first_use: Option<Migrations>,
+    ) -> Result<Self> {
         let runtime = Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let resolved = options.resolve().await?;
         for (name, config) in &options.databases {
@@ -127,6 +133,10 @@ impl PolyMongo {
         };
         let registry = Arc::new(Registry::new(routes, limits, usage));
         let _ = registry_cell.set(Arc::downgrade(&registry));
+        if let Some(migrations) = first_use {
+            let settings = Migrator::new(&registry).settings();
+            registry.set_first_use(Arc::new(OnFirstUse::new(migrations, settings)));
+        }
         let (stop_housekeeper, stop) = watch::channel(false);
         eviction::spawn(
             &runtime,
@@ -284,6 +294,12 @@ impl PolyMongo {
     /// ledger and lock, with the lock's time to live and wait as options.
     pub fn migrator(&self) -> Migrator<'_> {
         Migrator::new(&self.inner.registry)
+    }
+
+    /// A [`Fleet`]: migrations applied to, rolled back on or read from many databases, with
+    /// bounded concurrency, a canary set, a failure budget and progress events.
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet::new(self.migrator())
     }
 
     /// Brings database `name` to the latest version of `migrations`, with the default lock

@@ -5,13 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::Database;
 use polymongo::migrate::{Migration, MigrationError, Migrations, Step, MIGRATIONS_COLLECTION};
 use polymongo::{Error, ErrorKind, PolyMongo};
 use polymongo_testkit::TestServer;
 
+use common::ledger::{all, count_step, int, ledger_doc, ledger_versions};
 use common::{eventually, manager, raw, server};
 
 /// A code step that adds 1 to counter `version` in `effects`: each run of it is counted.
@@ -19,16 +19,7 @@ fn counting(version: u64) -> Migration {
     Migration::new(
         version,
         format!("count-{version}"),
-        vec![Step::code(move |db| async move {
-            db.collection::<Document>("effects")
-                .update_one(
-                    doc! { "_id": version as i64 },
-                    doc! { "$inc": { "runs": 1 } },
-                )
-                .upsert(true)
-                .await?;
-            Ok(())
-        })],
+        vec![count_step(version)],
     )
     .code_version("1")
 }
@@ -45,18 +36,6 @@ async fn setup(name: &str, pool: u32) -> (TestServer, PolyMongo, Database) {
     (server, poly, db)
 }
 
-/// Every document of `coll`, from the raw client.
-async fn all(db: &Database, coll: &str) -> Vec<Document> {
-    let cursor = db.collection::<Document>(coll).find(doc! {}).await.unwrap();
-    cursor.try_collect().await.unwrap()
-}
-
-/// An integer field whatever width the server kept.
-fn int(d: &Document, key: &str) -> Option<i64> {
-    let b = d.get(key)?;
-    b.as_i64().or(b.as_i32().map(i64::from))
-}
-
 /// Runs of each counting step, by version (1-based), from the raw client.
 async fn runs(db: &Database, n: u64) -> Vec<i64> {
     let mut out = vec![0; n as usize];
@@ -68,22 +47,8 @@ async fn runs(db: &Database, n: u64) -> Vec<i64> {
     out
 }
 
-/// Versions in the ledger, read with the raw client.
-async fn ledger_versions(db: &Database) -> Vec<i64> {
-    let mut v: Vec<i64> = all(db, MIGRATIONS_COLLECTION)
-        .await
-        .iter()
-        .filter_map(|d| int(d, "_id"))
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 async fn lock_doc(db: &Database) -> Option<Document> {
-    db.collection::<Document>(MIGRATIONS_COLLECTION)
-        .find_one(doc! { "_id": "lock" })
-        .await
-        .unwrap()
+    ledger_doc(db, "lock").await
 }
 
 fn migration_error(e: &Error) -> &MigrationError {

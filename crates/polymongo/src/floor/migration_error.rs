@@ -1,7 +1,8 @@
 //! What can go wrong with migrations before or around their steps: an invalid migration set,
 //! a database whose ledger disagrees with the definitions, a lock held by another runner.
 //! Carried by [`Error::Migration`](crate::Error::Migration). A step that fails is not an error
-//! of this kind: it is recorded in the run's report.
+//! of this kind: it is recorded in the run's report (except on a database's first use in
+//! lazy mode: [`MigrationError::Failed`]).
 
 use std::fmt;
 
@@ -18,6 +19,32 @@ pub enum MigrationError {
     /// Two migrations share a version.
     DuplicateVersion {
         /// The version given twice.
+        version: u64,
+    },
+    /// Versions skip a number: versions must be consecutive, so a lost migration (a file
+    /// not copied, a merge that dropped one) is caught before it is skipped everywhere.
+    VersionGap {
+        /// The last version before the gap.
+        after: u64,
+        /// The next version defined.
+        next: u64,
+    },
+    /// A migration file could not be used: unreadable, not Extended JSON, a field missing,
+    /// unknown or of the wrong type, or a badly formed file name.
+    File {
+        /// The file's path.
+        file: String,
+        /// The field at fault (`up[2].createIndexes`, `name`…); empty when the file as a
+        /// whole is (unreadable, not JSON, a bad file name).
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A rollback would pass a version that has no down steps: nothing is rolled back.
+    NoDownSteps {
+        /// The database.
+        database: String,
+        /// The version without down steps.
         version: u64,
     },
     /// A migration's name is empty.
@@ -89,6 +116,21 @@ pub enum MigrationError {
         /// The version being applied.
         version: u64,
     },
+    /// A database could not be brought to the latest version before its first use (lazy
+    /// mode): a step failed. The versions before it stay applied; the next first use tries
+    /// again.
+    Failed {
+        /// The database.
+        database: String,
+        /// The failing version.
+        version: u64,
+        /// Its name.
+        name: String,
+        /// The failing step's index (from 0).
+        step: usize,
+        /// What the step returned.
+        message: String,
+    },
     /// A ledger document could not be read.
     Ledger {
         /// The database.
@@ -107,6 +149,26 @@ impl fmt::Display for MigrationError {
             Self::DuplicateVersion { version } => {
                 write!(f, "migration version {version} is defined twice")
             }
+            Self::VersionGap { after, next } => write!(
+                f,
+                "migration versions jump from {after} to {next}; versions must be consecutive"
+            ),
+            Self::File {
+                file,
+                field,
+                problem,
+            } => {
+                if field.is_empty() {
+                    write!(f, "migration file {file}: {problem}")
+                } else {
+                    write!(f, "migration file {file}, field {field}: {problem}")
+                }
+            }
+            Self::NoDownSteps { database, version } => write!(
+                f,
+                "database {database:?}: migration {version} has no down steps, so it cannot be \
+                 rolled back; nothing was rolled back"
+            ),
             Self::EmptyName { version } => write!(f, "migration {version} has an empty name"),
             Self::NoSteps { version } => write!(f, "migration {version} has no steps"),
             Self::MissingCodeVersion { version } => write!(
@@ -153,6 +215,17 @@ impl fmt::Display for MigrationError {
                 f,
                 "database {database:?}: the migration lock was lost while applying version \
                  {version}"
+            ),
+            Self::Failed {
+                database,
+                version,
+                name,
+                step,
+                message,
+            } => write!(
+                f,
+                "database {database:?}: migration {version} ({name}) failed at step {step}: \
+                 {message}"
             ),
             Self::Ledger { database, problem } => {
                 write!(

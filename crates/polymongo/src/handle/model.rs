@@ -168,6 +168,9 @@ impl<T: Model> ModelHandle<T> {
             Some(handle) => handle,
             None => self.db_cold(name)?,
         };
+        if self.registry.has_first_use() {
+            self.registry.first_use(&handle.lease).await?;
+        }
         if !T::indexes().is_empty() {
             self.ensure_indexes(&handle).await?;
         }

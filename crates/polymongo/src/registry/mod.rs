@@ -18,6 +18,7 @@
 
 pub(crate) mod entry;
 pub(crate) mod eviction;
+pub(crate) mod first_use;
 pub(crate) mod gate;
 pub(crate) mod routes;
 pub(crate) mod usage;
@@ -39,6 +40,7 @@ use crate::floor::name::validate_database_name;
 use crate::pool::cluster::{ClusterPool, PoolLease};
 use crate::pool::cmap::ConnectionReturned;
 use entry::{Closable, DbEntry};
+use first_use::FirstUse;
 use routes::{Route, Routes};
 use usage::{DbUsage, Usage, UsageAnalytics};
 
@@ -64,6 +66,8 @@ pub(crate) struct Registry {
     pub(crate) over_bound: Notify,
     /// Managed streams on a whole cluster (not of one database).
     cluster_streams: Mutex<Vec<(u64, Weak<dyn Closable>)>>,
+    /// Done before a database's first ready handle, if configured.
+    first_use: OnceLock<Arc<dyn FirstUse>>,
 }
 
 impl fmt::Debug for Registry {
@@ -109,7 +113,32 @@ impl Registry {
             usage,
             over_bound: Notify::new(),
             cluster_streams: Mutex::new(Vec::new()),
+            first_use: OnceLock::new(),
         }
+    }
+
+    /// Sets the work done before each database's first ready handle; `false` if one was
+    /// set already (it stays).
+    pub(crate) fn set_first_use(&self, work: Arc<dyn FirstUse>) -> bool {
+        self.first_use.set(work).is_ok()
+    }
+
+    /// Whether first-use work is configured.
+    #[inline]
+    pub(crate) fn has_first_use(&self) -> bool {
+        self.first_use.get().is_some()
+    }
+
+    /// Does the first-use work on the leased database unless it was done for its entry.
+    ///
+    /// # Errors
+    /// The work's error.
+    pub(crate) async fn first_use(&self, lease: &DbLease) -> Result<()> {
+        let Some(work) = self.first_use.get() else {
+            return Ok(());
+        };
+        let mark = lease.entry.model(first_use::Prepared::new);
+        mark.ensure(work.as_ref(), lease).await
     }
 
     pub(crate) fn routes(&self) -> &Routes {

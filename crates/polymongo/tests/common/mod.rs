@@ -2,6 +2,8 @@
 //! effects independently of the library, and polling with a deadline.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod ledger;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::error::{ErrorKind as DriverKind, WriteFailure};
 use mongodb::{Collection, Database};
 
+use super::lock::{lock_info, LockInfo};
 use crate::floor::error::Result;
 use crate::floor::migration_error::MigrationError;
 
@@ -18,6 +19,9 @@ pub const MIGRATIONS_COLLECTION: &str = "__polymongo_migrations";
 
 /// The `_id` of the lock document; ledger documents have their version as `_id`.
 pub(crate) const LOCK_ID: &str = "lock";
+
+/// The `_id` of the last failure's document, kept until a run completes.
+pub(crate) const FAILED_ID: &str = "failed";
 
 /// One applied version, as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,21 +44,102 @@ pub(crate) fn collection(db: &Database) -> Collection<Document> {
     db.collection(MIGRATIONS_COLLECTION)
 }
 
-/// Every applied version, in order.
-pub(crate) async fn read(db: &Database) -> Result<Vec<LedgerEntry>> {
+/// The last version that failed on a database, kept in its ledger until a run completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// The version.
+    pub version: u64,
+    /// Whether it failed while being rolled back (its down steps).
+    pub rolling_back: bool,
+    /// The failing step's index (from 0).
+    pub step: u64,
+    /// What the step returned.
+    pub error: String,
+    /// When.
+    pub at: DateTime,
+    /// The runner.
+    pub by: String,
+}
+
+/// A database's whole ledger collection, read in one round trip.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Applied versions, in order.
+    pub(crate) entries: Vec<LedgerEntry>,
+    pub(crate) failure: Option<FailureRecord>,
+    pub(crate) lock: Option<LockInfo>,
+}
+
+/// The ledger of `db`: applied versions in order, the last failure, the lock.
+pub(crate) async fn read(db: &Database) -> Result<Ledger> {
     let docs: Vec<Document> = collection(db).find(doc! {}).await?.try_collect().await?;
-    let mut entries = Vec::with_capacity(docs.len());
+    let mut ledger = Ledger {
+        entries: Vec::with_capacity(docs.len()),
+        ..Ledger::default()
+    };
+    let unexpected = |d: &Document| MigrationError::Ledger {
+        database: db.name().to_owned(),
+        problem: format!("unexpected document {d}"),
+    };
     for d in docs {
-        if d.get_str("_id").is_ok() {
-            continue; // the lock
+        match d.get_str("_id") {
+            Ok(LOCK_ID) => ledger.lock = Some(lock_info(&d)),
+            Ok(FAILED_ID) => {
+                ledger.failure = Some(decode_failure(&d).ok_or_else(|| unexpected(&d))?)
+            }
+            Ok(_) => return Err(unexpected(&d).into()),
+            Err(_) => ledger
+                .entries
+                .push(decode(&d).ok_or_else(|| unexpected(&d))?),
         }
-        entries.push(decode(&d).ok_or_else(|| MigrationError::Ledger {
-            database: db.name().to_owned(),
-            problem: format!("unexpected document {d}"),
-        })?);
     }
-    entries.sort_by_key(|e| e.version);
-    Ok(entries)
+    ledger.entries.sort_by_key(|e| e.version);
+    Ok(ledger)
+}
+
+/// Keeps a failure for status readers until a run completes.
+pub(crate) async fn record_failure(db: &Database, f: &FailureRecord) -> Result<()> {
+    let document = doc! {
+        "_id": FAILED_ID,
+        "version": i64::try_from(f.version).unwrap_or(i64::MAX),
+        "rolling_back": f.rolling_back,
+        "step": i64::try_from(f.step).unwrap_or(i64::MAX),
+        "error": &f.error,
+        "at": f.at,
+        "by": &f.by,
+    };
+    collection(db)
+        .replace_one(doc! { "_id": FAILED_ID }, document)
+        .upsert(true)
+        .await?;
+    Ok(())
+}
+
+/// Forgets the last failure (a run completed).
+pub(crate) async fn clear_failure(db: &Database) -> Result<()> {
+    collection(db).delete_one(doc! { "_id": FAILED_ID }).await?;
+    Ok(())
+}
+
+/// Removes version `version` from the ledger (its down steps ran).
+pub(crate) async fn remove(db: &Database, version: u64) -> Result<()> {
+    let id = i64::try_from(version).unwrap_or(i64::MAX);
+    collection(db).delete_one(doc! { "_id": id }).await?;
+    Ok(())
+}
+
+fn decode_failure(d: &Document) -> Option<FailureRecord> {
+    Some(FailureRecord {
+        version: as_u64(d.get("version")?)?,
+        rolling_back: d.get_bool("rolling_back").unwrap_or(false),
+        step: d.get("step").and_then(as_u64).unwrap_or(0),
+        error: d.get_str("error").unwrap_or_default().to_owned(),
+        at: d
+            .get_datetime("at")
+            .copied()
+            .unwrap_or(DateTime::from_millis(0)),
+        by: d.get_str("by").unwrap_or_default().to_owned(),
+    })
 }
 
 /// Records an applied version. The version is the document's `_id`, so a version is never
@@ -97,7 +182,7 @@ fn decode(d: &Document) -> Option<LedgerEntry> {
 }
 
 /// An integer whatever width the server kept (some emulators store a small Int64 as Int32).
-fn as_u64(b: &Bson) -> Option<u64> {
+pub(crate) fn as_u64(b: &Bson) -> Option<u64> {
     match b {
         Bson::Int32(i) => u64::try_from(*i).ok(),
         Bson::Int64(i) => u64::try_from(*i).ok(),

@@ -17,7 +17,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
-use super::ledger::{collection, is_duplicate_key, LOCK_ID};
+use super::ledger::{as_u64, collection, is_duplicate_key, LOCK_ID};
 use crate::floor::error::Result;
 
 /// Who holds a database's migration lock, and until when.
@@ -33,6 +33,38 @@ impl LockInfo {
     /// Whether it has expired (by this process's clock).
     pub fn is_expired(&self) -> bool {
         self.expires_at <= DateTime::now()
+    }
+}
+
+/// Work a runner recorded in the lock document before doing it: the version it was applying
+/// (or rolling back) and how many of its steps were done. A runner that takes over an
+/// expired lock finds it there and finishes that work first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Marker {
+    pub(crate) version: u64,
+    pub(crate) down: bool,
+    pub(crate) steps_done: u64,
+    pub(crate) checksum: String,
+}
+
+impl Marker {
+    fn to_document(&self) -> Document {
+        doc! {
+            "version": i64::try_from(self.version).unwrap_or(i64::MAX),
+            "down": self.down,
+            "steps_done": i64::try_from(self.steps_done).unwrap_or(i64::MAX),
+            "checksum": &self.checksum,
+        }
+    }
+
+    fn from_lock(d: &Document) -> Option<Self> {
+        let m = d.get_document("applying").ok()?;
+        Some(Self {
+            version: as_u64(m.get("version")?)?,
+            down: m.get_bool("down").unwrap_or(false),
+            steps_done: m.get("steps_done").and_then(as_u64).unwrap_or(0),
+            checksum: m.get_str("checksum").unwrap_or_default().to_owned(),
+        })
     }
 }
 
@@ -62,8 +94,9 @@ impl Lock {
         DateTime::now().timestamp_millis().saturating_add(ms)
     }
 
-    /// Takes the lock, or says who holds it.
-    pub(crate) async fn try_acquire(&self) -> Result<Result<(), LockInfo>> {
+    /// Takes the lock, or says who holds it. Taken, it also gives the work an earlier holder
+    /// recorded and did not finish, if any.
+    pub(crate) async fn try_acquire(&self) -> Result<Result<Option<Marker>, LockInfo>> {
         let now = DateTime::now().timestamp_millis();
         let filter = doc! {
             "_id": LOCK_ID,
@@ -79,7 +112,9 @@ impl Lock {
             .return_document(ReturnDocument::After)
             .await;
         match taken {
-            Ok(Some(d)) if d.get_str("owner").ok() == Some(self.owner.as_str()) => Ok(Ok(())),
+            Ok(Some(d)) if d.get_str("owner").ok() == Some(self.owner.as_str()) => {
+                Ok(Ok(Marker::from_lock(&d)))
+            }
             Ok(_) => Ok(Err(self.holder().await?.unwrap_or_else(|| self.unknown()))),
             Err(e) if is_duplicate_key(&e) => {
                 Ok(Err(self.holder().await?.unwrap_or_else(|| self.unknown())))
@@ -108,6 +143,18 @@ impl Lock {
         Ok(r.matched_count == 1)
     }
 
+    /// Records the work about to be done (and renews); `false` when the lock is no longer ours.
+    pub(crate) async fn mark(&self, marker: &Marker) -> Result<bool> {
+        let r = self
+            .coll
+            .update_one(
+                doc! { "_id": LOCK_ID, "owner": &self.owner },
+                doc! { "$set": { "expires_at_ms": self.expiry(), "applying": marker.to_document() } },
+            )
+            .await?;
+        Ok(r.matched_count == 1)
+    }
+
     /// Releases the lock if it is still ours.
     pub(crate) async fn release(&self) -> Result<()> {
         self.coll
@@ -124,15 +171,20 @@ impl Lock {
 
 /// The lock document of a database, if there is one.
 pub(crate) async fn read(coll: &Collection<Document>) -> Result<Option<LockInfo>> {
-    let Some(d) = coll.find_one(doc! { "_id": LOCK_ID }).await? else {
-        return Ok(None);
-    };
-    Ok(Some(LockInfo {
+    Ok(coll
+        .find_one(doc! { "_id": LOCK_ID })
+        .await?
+        .map(|d| lock_info(&d)))
+}
+
+/// The holder and expiry in a lock document.
+pub(crate) fn lock_info(d: &Document) -> LockInfo {
+    LockInfo {
         owner: d.get_str("owner").unwrap_or_default().to_owned(),
         expires_at: DateTime::from_millis(match d.get("expires_at_ms") {
             Some(Bson::Int64(ms)) => *ms,
             Some(Bson::Int32(ms)) => i64::from(*ms),
             _ => 0,
         }),
-    }))
+    }
 }

@@ -34,6 +34,9 @@
 //!   finish and be recorded, then the lock is released.
 
 mod command;
+mod files;
+mod fleet;
+mod lazy;
 mod ledger;
 mod lock;
 mod run;
@@ -41,7 +44,13 @@ mod set;
 mod step;
 
 pub use command::ALLOWED_COMMANDS;
-pub use ledger::{LedgerEntry, MIGRATIONS_COLLECTION};
+pub use files::parse_file;
+pub use fleet::{
+    Canary, DbOutcome, Fleet, FleetOptions, FleetProgress, FleetReport, FleetStatus, Phase,
+    ProgressFn, Stopped, Targets, DEFAULT_CONCURRENCY, MAX_CONCURRENCY,
+};
+pub(crate) use lazy::OnFirstUse;
+pub use ledger::{FailureRecord, LedgerEntry, MIGRATIONS_COLLECTION};
 pub use lock::LockInfo;
 pub use run::{
     AppliedVersion, DbMigrationReport, MigrationFailure, MigrationStatus, Migrator,

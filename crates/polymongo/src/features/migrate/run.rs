@@ -6,12 +6,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use mongodb::bson::{DateTime, Document};
+use mongodb::bson::{Bson, DateTime, Document};
 use mongodb::Database;
 
 use super::command::for_database;
-use super::ledger::{self, LedgerEntry};
-use super::lock::{self, Lock, LockInfo};
+use super::ledger::{self, FailureRecord, LedgerEntry};
+use super::lock::{Lock, LockInfo, Marker};
 use super::set::{Checked, Migrations};
 use super::step::{Step, StepError};
 use crate::floor::error::{Error, Result};
@@ -59,6 +59,8 @@ pub struct MigrationFailure {
     pub name: String,
     /// The failing step's index (from 0).
     pub step: usize,
+    /// Whether it failed while being rolled back (a down step).
+    pub rolling_back: bool,
     /// What the step returned (a panic is reported as an error).
     pub error: StepError,
 }
@@ -72,8 +74,12 @@ pub struct DbMigrationReport {
     pub runner: String,
     /// Versions applied by this run, in order.
     pub applied: Vec<AppliedVersion>,
-    /// Versions that were already applied.
+    /// Versions rolled back by this run, newest first.
+    pub rolled_back: Vec<AppliedVersion>,
+    /// Versions that were already applied when the run started.
     pub skipped: Vec<u64>,
+    /// The version whose interrupted work (a runner died in it) this run finished first.
+    pub resumed: Option<u64>,
     /// The version that failed, if one did; later versions were not attempted, earlier ones
     /// stay applied.
     pub failed: Option<MigrationFailure>,
@@ -84,7 +90,9 @@ pub struct DbMigrationReport {
 }
 
 impl DbMigrationReport {
-    /// Whether every version is applied (no version failed).
+    /// Whether the run reached its goal: no version failed. (A run whose caller was
+    /// dropped stops after the version in progress, and may be incomplete without a
+    /// failure; it is never reported to anyone.)
     pub fn is_complete(&self) -> bool {
         self.failed.is_none()
     }
@@ -105,6 +113,8 @@ pub struct MigrationStatus {
     pub changed: Vec<u64>,
     /// Applied versions not defined here (a run would be refused).
     pub unknown: Vec<u64>,
+    /// The last failure, kept until a run completes.
+    pub failure: Option<FailureRecord>,
     /// The lock document, if there is one (it may have expired: [`LockInfo::is_expired`]).
     pub lock: Option<LockInfo>,
 }
@@ -132,15 +142,33 @@ impl<'r> Migrator<'r> {
         self
     }
 
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            ttl: self.lock_ttl,
+            wait: self.lock_wait,
+        }
+    }
+
+    pub(crate) fn registry(&self) -> &'r Registry {
+        self.registry
+    }
+
     /// Applies every version of `migrations` missing from database `db`, in order, under
     /// the database's lock, and records each in the ledger once its steps succeeded. Stops
     /// at the first failing version ([`DbMigrationReport::failed`]); the versions before it
     /// stay applied and the next run continues from there.
     ///
+    /// Before each step the runner writes the version and step to the lock document. A
+    /// runner that takes over the lock of one that died finds that record and finishes the
+    /// interrupted version first, from the step that was cut ([`DbMigrationReport::resumed`]):
+    /// steps that completed are not run again. The cut step itself runs again; for a
+    /// declarative step the errors that mean "already done" are then accepted (an index or
+    /// a collection already dropped, a collection already created or renamed, duplicate
+    /// keys of an insert); a code step must be written so that a second run does no harm.
+    ///
     /// The run is a task of its own: dropping this future (a `timeout` around it) lets the
     /// version in progress finish and be recorded, starts no further version and releases
-    /// the lock. Only a process that dies mid-version leaves its lock to expire, and its
-    /// version's steps run again on the next run (they were not recorded).
+    /// the lock.
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`]; [`Error::Migration`] when the ledger holds a
@@ -148,56 +176,128 @@ impl<'r> Migrator<'r> {
     /// ([`MigrationError::UnknownVersion`]) — nothing is applied —, when another runner holds
     /// the lock past the wait ([`MigrationError::LockHeld`]), or when the lock was lost
     /// mid-run ([`MigrationError::LockLost`]); driver errors of the ledger and the lock.
-    pub async fn apply(&self, db: &str, migrations: &Migrations) -> Result<DbMigrationReport> {
+    pub async fn apply(self, db: &str, migrations: &Migrations) -> Result<DbMigrationReport> {
         let lease = self.registry.lease(db)?;
-        let runner = Runner {
-            lock: Lock::new(&lease.entry.database, runner_id(), self.lock_ttl),
-            ttl: self.lock_ttl,
-            wait: self.lock_wait,
-            migrations: migrations.clone(),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let stop = StopOnDrop(Arc::clone(&runner.stop));
-        let outcome = tokio::spawn(runner.run(lease)).await;
-        drop(stop);
-        match outcome {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Error::Closed),
-        }
+        run_on(lease, migrations, Goal::Latest, self.settings()).await
+    }
+
+    /// Rolls database `db` back to version `version`: the down steps of every applied
+    /// version above it, newest first, each removed from the ledger once its down steps
+    /// succeeded. Same lock, checks, resumption and cancellation as [`apply`](Self::apply);
+    /// [`DbMigrationReport::rolled_back`] lists what was undone. `version` 0 undoes them all.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply), and [`MigrationError::NoDownSteps`] — before anything is
+    /// undone — when a version to roll back has no down steps.
+    pub async fn rollback_to(
+        self,
+        db: &str,
+        migrations: &Migrations,
+        version: u64,
+    ) -> Result<DbMigrationReport> {
+        let lease = self.registry.lease(db)?;
+        run_on(lease, migrations, Goal::Down(version), self.settings()).await
     }
 
     /// Database `db`'s migration state against `migrations`: applied, pending, changed and
-    /// unknown versions and the lock holder. Reads only.
+    /// unknown versions, the last failure and the lock holder. Reads only, one round trip.
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`], driver errors, [`MigrationError::Ledger`].
-    pub async fn status(&self, db: &str, migrations: &Migrations) -> Result<MigrationStatus> {
+    pub async fn status(self, db: &str, migrations: &Migrations) -> Result<MigrationStatus> {
         let database = self.registry.lease(db)?.entry.database.clone();
-        let applied = ledger::read(&database).await?;
-        let lock = lock::read(&ledger::collection(&database)).await?;
-        let mut status = MigrationStatus {
-            database: db.to_owned(),
-            current_version: applied.last().map_or(0, |e| e.version),
-            pending: migrations
-                .versions()
-                .filter(|v| !applied.iter().any(|e| e.version == *v))
-                .collect(),
-            changed: Vec::new(),
-            unknown: Vec::new(),
-            applied: Vec::new(),
-            lock,
-        };
-        for e in &applied {
-            match migrations.find(e.version) {
-                None => status.unknown.push(e.version),
-                Some(c) if c.checksum != e.checksum => status.changed.push(e.version),
-                Some(_) => {}
-            }
-        }
-        status.applied = applied;
-        Ok(status)
+        status_of(&database, migrations).await
     }
+}
+
+/// A database's migration state, from one read of its ledger.
+pub(crate) async fn status_of(
+    database: &Database,
+    migrations: &Migrations,
+) -> Result<MigrationStatus> {
+    let ledger = ledger::read(database).await?;
+    let applied = ledger.entries;
+    let mut status = MigrationStatus {
+        database: database.name().to_owned(),
+        current_version: applied.last().map_or(0, |e| e.version),
+        pending: migrations
+            .versions()
+            .filter(|v| !applied.iter().any(|e| e.version == *v))
+            .collect(),
+        changed: Vec::new(),
+        unknown: Vec::new(),
+        applied: Vec::new(),
+        failure: ledger.failure,
+        lock: ledger.lock,
+    };
+    for e in &applied {
+        match migrations.find(e.version) {
+            None => status.unknown.push(e.version),
+            Some(c) if c.checksum != e.checksum => status.changed.push(e.version),
+            Some(_) => {}
+        }
+    }
+    status.applied = applied;
+    Ok(status)
+}
+
+/// Lock settings of a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) ttl: Duration,
+    pub(crate) wait: Duration,
+}
+
+/// Where a run takes a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Goal {
+    /// Every defined version applied.
+    Latest,
+    /// Every applied version above this one rolled back.
+    Down(u64),
+}
+
+/// Runs `goal` on the leased database as a task of its own (see [`Migrator::apply`]).
+pub(crate) async fn run_on(
+    lease: DbLease,
+    migrations: &Migrations,
+    goal: Goal,
+    settings: Settings,
+) -> Result<DbMigrationReport> {
+    let runner = Runner {
+        lock: Lock::new(&lease.entry.database, runner_id(), settings.ttl),
+        ttl: settings.ttl,
+        wait: settings.wait,
+        migrations: migrations.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        goal,
+    };
+    let stop = StopOnDrop(Arc::clone(&runner.stop));
+    let outcome = tokio::spawn(runner.run(lease)).await;
+    drop(stop);
+    match outcome {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+/// Whether the leased database has every version of `migrations` with its definition: one
+/// read of the ledger. Versions above the latest defined (applied by a newer release during
+/// a rolling deploy) do not count against it.
+pub(crate) async fn is_up_to_date(database: &Database, migrations: &Migrations) -> Result<bool> {
+    let ledger = ledger::read(database).await?;
+    if ledger.lock.is_some() {
+        return Ok(false);
+    }
+    Ok(migrations.list.iter().all(|c| {
+        ledger
+            .entries
+            .binary_search_by_key(&c.migration.version, |e| e.version)
+            .ok()
+            .and_then(|i| ledger.entries.get(i))
+            .is_some_and(|e| e.checksum == c.checksum)
+    }))
 }
 
 /// Tells the run task to start no further version when the caller's future is dropped.
@@ -215,14 +315,43 @@ struct Runner {
     wait: Duration,
     migrations: Migrations,
     stop: Arc<AtomicBool>,
+    goal: Goal,
+}
+
+/// How one version is run: which steps, from where, in which direction.
+struct Pass<'a> {
+    checked: &'a Checked,
+    down: bool,
+    /// Steps already done by an earlier runner.
+    from: usize,
+    /// Where an earlier runner may have been cut: "already done" errors are accepted there.
+    cut: Cut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    None,
+    One(usize),
+    All,
 }
 
 impl Runner {
     async fn run(self, lease: DbLease) -> Result<DbMigrationReport> {
         let started = Instant::now();
         let db = lease.entry.database.clone();
-        self.acquire(db.name()).await?;
-        let result = self.apply_missing(&db, started).await;
+        let interrupted = self.acquire(db.name()).await?;
+        let result = self.work(&db, interrupted, started).await;
+        if let Ok(report) = &result {
+            if let Some(f) = &report.failed {
+                lease.entry.pool.report_error(
+                    Some(db.name()),
+                    format!(
+                        "migration {} ({}) failed at step {}: {}",
+                        f.version, f.name, f.step, f.error
+                    ),
+                );
+            }
+        }
         if let Err(e) = self.lock.release().await {
             tracing::warn!(database = db.name(), error = %e, "migration lock not released; it expires");
         }
@@ -230,11 +359,11 @@ impl Runner {
         result
     }
 
-    async fn acquire(&self, database: &str) -> Result<()> {
+    async fn acquire(&self, database: &str) -> Result<Option<Marker>> {
         let deadline = Instant::now() + self.wait;
         loop {
             let holder = match self.lock.try_acquire().await? {
-                Ok(()) => return Ok(()),
+                Ok(marker) => return Ok(marker),
                 Err(holder) => holder,
             };
             let now = Instant::now();
@@ -253,21 +382,20 @@ impl Runner {
         }
     }
 
-    async fn apply_missing(&self, db: &Database, started: Instant) -> Result<DbMigrationReport> {
-        let database = db.name().to_owned();
-        let applied = ledger::read(db).await?;
-        for e in &applied {
+    /// Checks the ledger against the definitions; `Err` names the first disagreement.
+    fn check_ledger(&self, database: &str, applied: &[LedgerEntry]) -> Result<()> {
+        for e in applied {
             match self.migrations.find(e.version) {
                 None => {
                     return Err(MigrationError::UnknownVersion {
-                        database,
+                        database: database.to_owned(),
                         version: e.version,
                     }
                     .into())
                 }
                 Some(c) if c.checksum != e.checksum => {
                     return Err(MigrationError::ChecksumMismatch {
-                        database,
+                        database: database.to_owned(),
                         version: e.version,
                         applied: e.checksum.clone(),
                         defined: c.checksum.clone(),
@@ -277,99 +405,261 @@ impl Runner {
                 Some(_) => {}
             }
         }
+        Ok(())
+    }
+
+    async fn work(
+        &self,
+        db: &Database,
+        interrupted: Option<Marker>,
+        started: Instant,
+    ) -> Result<DbMigrationReport> {
+        let database = db.name().to_owned();
+        let ledger = ledger::read(db).await?;
+        let mut applied: Vec<u64> = ledger.entries.iter().map(|e| e.version).collect();
+        self.check_ledger(&database, &ledger.entries)?;
+        if let Goal::Down(target) = self.goal {
+            for &v in applied.iter().filter(|v| **v > target) {
+                if self
+                    .migrations
+                    .find(v)
+                    .is_some_and(|c| c.migration.down.is_empty())
+                {
+                    return Err(MigrationError::NoDownSteps {
+                        database,
+                        version: v,
+                    }
+                    .into());
+                }
+            }
+        }
         let mut report = DbMigrationReport {
             database,
-            runner: self.lock_owner().to_owned(),
+            runner: self.lock.owner().to_owned(),
             applied: Vec::new(),
-            skipped: applied.iter().map(|e| e.version).collect(),
+            rolled_back: Vec::new(),
+            skipped: applied.clone(),
+            resumed: None,
             failed: None,
-            current_version: applied.last().map_or(0, |e| e.version),
+            current_version: applied.last().copied().unwrap_or(0),
             duration: Duration::ZERO,
         };
-        for checked in self.migrations.list.iter() {
-            let version = checked.migration.version;
-            if report.skipped.contains(&version) {
-                continue;
+        // First what a dead runner left half done.
+        if let Some(pass) = self.interrupted_pass(interrupted.as_ref(), &applied) {
+            report.resumed = Some(pass.checked.migration.version);
+            if !self.run_pass(db, &pass, &mut report, &mut applied).await? {
+                return self
+                    .finish(db, ledger.failure.is_some(), report, started)
+                    .await;
             }
-            if self.stop.load(Ordering::SeqCst) {
-                break;
+        }
+        match self.goal {
+            Goal::Latest => {
+                for checked in self.migrations.list.iter() {
+                    if applied.contains(&checked.migration.version) {
+                        continue;
+                    }
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let pass = Pass {
+                        checked,
+                        down: false,
+                        from: 0,
+                        cut: Cut::None,
+                    };
+                    if !self.run_pass(db, &pass, &mut report, &mut applied).await? {
+                        break;
+                    }
+                }
             }
-            if let Some(done) = self.apply_one(db, checked, &mut report).await? {
-                report.applied.push(done);
-                report.current_version = report.current_version.max(version);
-            } else {
-                break;
+            Goal::Down(target) => {
+                let above: Vec<u64> = applied
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|v| *v > target)
+                    .collect();
+                for v in above {
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Some(checked) = self.migrations.find(v) else {
+                        break;
+                    };
+                    let pass = Pass {
+                        checked,
+                        down: true,
+                        from: 0,
+                        cut: Cut::None,
+                    };
+                    if !self.run_pass(db, &pass, &mut report, &mut applied).await? {
+                        break;
+                    }
+                }
             }
+        }
+        self.finish(db, ledger.failure.is_some(), report, started)
+            .await
+    }
+
+    /// Keeps the failure for status readers, or forgets an old one once a run completes.
+    async fn finish(
+        &self,
+        db: &Database,
+        had_failure: bool,
+        mut report: DbMigrationReport,
+        started: Instant,
+    ) -> Result<DbMigrationReport> {
+        match &report.failed {
+            Some(f) => {
+                ledger::record_failure(
+                    db,
+                    &FailureRecord {
+                        version: f.version,
+                        rolling_back: f.rolling_back,
+                        step: f.step as u64,
+                        error: f.error.to_string(),
+                        at: DateTime::now(),
+                        by: report.runner.clone(),
+                    },
+                )
+                .await?
+            }
+            None if had_failure && !self.stop.load(Ordering::SeqCst) => {
+                ledger::clear_failure(db).await?
+            }
+            None => {}
         }
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// One version: its steps (renewing the lock), then its ledger entry. `None` when a
-    /// step failed (recorded in the report).
-    async fn apply_one(
+    /// The pass that finishes what the lock's earlier holder recorded and did not finish.
+    fn interrupted_pass<'a>(
+        &'a self,
+        marker: Option<&Marker>,
+        applied: &[u64],
+    ) -> Option<Pass<'a>> {
+        let m = marker?;
+        let recorded = applied.contains(&m.version);
+        // Up work that reached the ledger, or down work that left it, is finished.
+        if recorded != m.down {
+            return None;
+        }
+        let checked = self.migrations.find(m.version)?;
+        let steps = if m.down {
+            &checked.migration.down
+        } else {
+            &checked.migration.steps
+        };
+        // A changed definition restarts the version, and any of its steps may be done.
+        let (from, cut) = if m.checksum == checked.checksum {
+            let from = usize::try_from(m.steps_done)
+                .unwrap_or(usize::MAX)
+                .min(steps.len());
+            (from, Cut::One(from))
+        } else {
+            (0, Cut::All)
+        };
+        Some(Pass {
+            checked,
+            down: m.down,
+            from,
+            cut,
+        })
+    }
+
+    /// Runs one version's steps (or down steps) from `pass.from`, then records (or removes)
+    /// it in the ledger. `false` when a step failed (in the report).
+    async fn run_pass(
         &self,
         db: &Database,
-        checked: &Checked,
+        pass: &Pass<'_>,
         report: &mut DbMigrationReport,
-    ) -> Result<Option<AppliedVersion>> {
-        let m = &checked.migration;
+        applied: &mut Vec<u64>,
+    ) -> Result<bool> {
+        let m = &pass.checked.migration;
+        let steps = if pass.down { &m.down } else { &m.steps };
         let start = Instant::now();
-        for (index, step) in m.steps.iter().enumerate() {
-            let (outcome, still_ours) = self.renewing(run_step(db, step)).await;
-            if !still_ours {
-                return Err(MigrationError::LockLost {
-                    database: db.name().to_owned(),
-                    version: m.version,
-                }
-                .into());
+        let lost = || -> Error {
+            MigrationError::LockLost {
+                database: db.name().to_owned(),
+                version: m.version,
             }
+            .into()
+        };
+        for (index, step) in steps.iter().enumerate().skip(pass.from) {
+            let marker = Marker {
+                version: m.version,
+                down: pass.down,
+                steps_done: index as u64,
+                checksum: pass.checked.checksum.clone(),
+            };
+            if !self.lock.mark(&marker).await? {
+                return Err(lost());
+            }
+            let tolerant = pass.cut == Cut::All || pass.cut == Cut::One(index);
+            let Some(outcome) = self.renewing(run_step(db, step, tolerant)).await else {
+                return Err(lost());
+            };
             if let Err(error) = outcome {
                 report.failed = Some(MigrationFailure {
                     version: m.version,
                     name: m.name.clone(),
                     step: index,
+                    rolling_back: pass.down,
                     error,
                 });
-                return Ok(None);
+                return Ok(false);
             }
         }
         let duration = start.elapsed();
-        ledger::record(
-            db,
-            &LedgerEntry {
+        if pass.down {
+            ledger::remove(db, m.version).await?;
+            applied.retain(|v| *v != m.version);
+            report.rolled_back.push(AppliedVersion {
                 version: m.version,
                 name: m.name.clone(),
-                checksum: checked.checksum.clone(),
-                applied_at: DateTime::now(),
                 duration,
-                by: self.lock_owner().to_owned(),
-            },
-        )
-        .await?;
-        Ok(Some(AppliedVersion {
-            version: m.version,
-            name: m.name.clone(),
-            duration,
-        }))
+            });
+        } else {
+            ledger::record(
+                db,
+                &LedgerEntry {
+                    version: m.version,
+                    name: m.name.clone(),
+                    checksum: pass.checked.checksum.clone(),
+                    applied_at: DateTime::now(),
+                    duration,
+                    by: self.lock.owner().to_owned(),
+                },
+            )
+            .await?;
+            applied.push(m.version);
+            applied.sort_unstable();
+            report.applied.push(AppliedVersion {
+                version: m.version,
+                name: m.name.clone(),
+                duration,
+            });
+        }
+        report.current_version = applied.last().copied().unwrap_or(0);
+        Ok(true)
     }
 
-    fn lock_owner(&self) -> &str {
-        self.lock.owner()
-    }
-
-    /// Runs `work`, renewing the lock every third of its time to live; also says whether
-    /// every renewal found the lock still ours.
-    async fn renewing<T>(&self, work: impl std::future::Future<Output = T>) -> (T, bool) {
+    /// Runs `work`, renewing the lock every third of its time to live; `None` — and the
+    /// work is dropped where it stands — when a renewal finds the lock taken by another
+    /// runner.
+    async fn renewing<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
         let mut work = std::pin::pin!(work);
-        let mut ours = true;
         loop {
             tokio::select! {
-                out = &mut work => return (out, ours),
+                out = &mut work => return Some(out),
                 () = tokio::time::sleep(self.ttl / 3) => {
                     // A failed renewal (network) is not a loss; the next one may get through.
                     if let Ok(false) = self.lock.renew().await {
-                        ours = false;
+                        return None;
                     }
                 }
             }
@@ -377,17 +667,48 @@ impl Runner {
     }
 }
 
-async fn run_step(db: &Database, step: &Step) -> Result<(), StepError> {
+/// Runs one step. `resumed`: the step may have run before (its runner died in it), so the
+/// errors that mean its command's work is already done are accepted.
+async fn run_step(db: &Database, step: &Step, resumed: bool) -> Result<(), StepError> {
     match step {
         Step::Code(f) => match AssertUnwindSafe(f(db.clone())).catch_unwind().await {
             Ok(result) => result,
             Err(_) => Err("the code step panicked".into()),
         },
         Step::Command(command) => {
-            let reply = run_command(db, command).await?;
-            refused_writes(&reply).map_or(Ok(()), |e| Err(e.into()))
+            let name = command
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or_default();
+            let reply = match run_command(db, command).await {
+                Err(e) if resumed && already_done(name, &e) => return Ok(()),
+                other => other?,
+            };
+            match refused_writes(&reply, resumed) {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
         }
     }
+}
+
+/// Whether a command's error says that its work was done by an earlier run: what it drops
+/// or renames is gone, what it creates exists.
+fn already_done(command: &str, e: &mongodb::error::Error) -> bool {
+    const NAMESPACE_NOT_FOUND: i32 = 26;
+    const INDEX_NOT_FOUND: i32 = 27;
+    const NAMESPACE_EXISTS: i32 = 48;
+    let code = match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => c.code,
+        _ => return false,
+    };
+    matches!(
+        (command, code),
+        ("drop" | "renameCollection", NAMESPACE_NOT_FOUND)
+            | ("dropIndexes", INDEX_NOT_FOUND)
+            | ("create", NAMESPACE_EXISTS)
+    )
 }
 
 /// Runs a declarative command on the tenant's database. `renameCollection` gets full
@@ -405,11 +726,23 @@ async fn run_command(db: &Database, command: &Document) -> mongodb::error::Resul
 }
 
 /// A write command answers `ok: 1` even when its writes failed; they are in `writeErrors`
-/// and `writeConcernError`.
-fn refused_writes(reply: &Document) -> Option<String> {
-    ["writeErrors", "writeConcernError"]
-        .into_iter()
-        .find_map(|k| reply.get(k).map(|v| format!("{k}: {v}")))
+/// and `writeConcernError`. On a resumed step, duplicate keys (documents its earlier run
+/// inserted) are not failures.
+fn refused_writes(reply: &Document, resumed: bool) -> Option<String> {
+    if let Some(v) = reply.get("writeConcernError") {
+        return Some(format!("writeConcernError: {v}"));
+    }
+    let errors = reply.get_array("writeErrors").ok()?;
+    let duplicate = |e: &Bson| {
+        e.as_document()
+            .and_then(|d| d.get("code"))
+            .and_then(ledger::as_u64)
+            == Some(11000)
+    };
+    if resumed && errors.iter().all(duplicate) {
+        return None;
+    }
+    Some(format!("writeErrors: {}", Bson::Array(errors.clone())))
 }
 
 /// `host/pid N/run M`: unique per run, so two runs of one process do not share a lock.

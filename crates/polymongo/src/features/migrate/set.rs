@@ -27,7 +27,7 @@ pub(crate) struct Checked {
 }
 
 impl Migrations {
-    /// Checks and orders `migrations`: versions from 1, none twice, names not empty, at
+    /// Checks and orders `migrations`: versions from 1, consecutive, none twice, names not empty, at
     /// least one step each, declarative steps on the allow-list and within the tenant's
     /// database, a `code_version` where there is code.
     ///
@@ -48,6 +48,12 @@ impl Migrations {
             });
         }
         list.sort_by_key(|c| c.migration.version);
+        for pair in list.windows(2) {
+            let (after, next) = (pair[0].migration.version, pair[1].migration.version);
+            if next != after + 1 {
+                return Err(MigrationError::VersionGap { after, next }.into());
+            }
+        }
         Ok(Self { list: list.into() })
     }
 
@@ -88,6 +94,11 @@ fn check(m: &Migration) -> Result<(), MigrationError> {
         return Err(MigrationError::NoSteps { version });
     }
     let has_code = m.steps.iter().any(|s| matches!(s, Step::Code(_)));
+    for step in &m.down {
+        if let Step::Command(c) = step {
+            command::check(version, c)?;
+        }
+    }
     if has_code && m.code_version.as_deref().is_none_or(str::is_empty) {
         return Err(MigrationError::MissingCodeVersion { version });
     }

@@ -76,6 +76,7 @@ pub struct Migration {
     pub(crate) version: u64,
     pub(crate) name: String,
     pub(crate) steps: Vec<Step>,
+    pub(crate) down: Vec<Step>,
     pub(crate) code_version: Option<String>,
 }
 
@@ -86,8 +87,20 @@ impl Migration {
             version,
             name: name.into(),
             steps,
+            down: Vec::new(),
             code_version: None,
         }
+    }
+
+    /// The steps that undo this migration, run in order by a
+    /// [rollback](crate::migrate::Migrator::rollback_to). A migration without them cannot be
+    /// rolled back: a rollback that would pass it is refused before anything is undone.
+    ///
+    /// Down steps are not part of the checksum: the checksum guards what was applied, and
+    /// down steps may be added or corrected after a migration went out.
+    pub fn down(mut self, steps: Vec<Step>) -> Self {
+        self.down = steps;
+        self
     }
 
     /// The fingerprint of this migration's code steps, part of its checksum (required when
@@ -112,5 +125,10 @@ impl Migration {
     /// Its steps.
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// Its down steps (empty: it cannot be rolled back).
+    pub fn down_steps(&self) -> &[Step] {
+        &self.down
     }
 }
