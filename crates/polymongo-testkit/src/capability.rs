@@ -45,11 +45,15 @@ pub enum Capability {
     /// each (1 000 documents into one collection take about 20 s), so bulk volume tests need
     /// this.
     LargeCollections,
+    /// `update` with an aggregation pipeline as its update (`u: [{$set: ..}]`) and the
+    /// pipeline's variables (`$$NOW`). nx-27017 answers code 8, `'list' object has no
+    /// attribute 'keys'`.
+    PipelineUpdates,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::ExactBsonTypes,
         Capability::IndexDirection,
         Capability::Transactions,
@@ -60,6 +64,7 @@ impl Capability {
         Capability::WideChangeStreams,
         Capability::RestartKeepsData,
         Capability::LargeCollections,
+        Capability::PipelineUpdates,
     ];
 
     /// A short name, as used in reports (`exact-bson-types`, `fail-points`, …).
@@ -75,6 +80,7 @@ impl Capability {
             Capability::WideChangeStreams => "wide-change-streams",
             Capability::RestartKeepsData => "restart-keeps-data",
             Capability::LargeCollections => "large-collections",
+            Capability::PipelineUpdates => "pipeline-updates",
         }
     }
 }
@@ -185,6 +191,7 @@ pub(crate) fn of_kind(kind: ServerKind) -> Capabilities {
             TransactionIsolation,
             CrossDatabaseTransactions,
             FailPoints,
+            PipelineUpdates,
         ]),
         ServerKind::External => Capabilities::NONE,
     }
@@ -213,7 +220,12 @@ pub(crate) fn implementation_capabilities(
         Implementation::Nx27017 => of_kind(ServerKind::Nx27017),
         Implementation::MongoEco => of_kind(ServerKind::MongoEco),
         Implementation::MongoDb => {
-            let mut caps = Capabilities::of(&[ExactBsonTypes, IndexDirection, LargeCollections]);
+            let mut caps = Capabilities::of(&[
+                ExactBsonTypes,
+                IndexDirection,
+                LargeCollections,
+                PipelineUpdates,
+            ]);
             if replica_set_or_mongos {
                 caps = caps
                     .with(Transactions)

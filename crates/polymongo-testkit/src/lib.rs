@@ -129,11 +129,23 @@ pub async fn pymongo_python() -> Result<std::path::PathBuf, TestKitError> {
 /// # Errors
 /// As [`TestServer::start`].
 pub async fn uri_from_env_or_start() -> Result<(String, Option<TestServer>), TestKitError> {
+    uri_from_env_or_start_for(&[]).await
+}
+
+/// [`uri_from_env_or_start`] for an example that needs `needs` of its cluster: the local test
+/// server started is one that has them (the cluster of `MONGODB_URI` is taken as it is).
+///
+/// # Errors
+/// As [`TestServer::start_with`], and when no server kind this machine can start has
+/// every capability of `needs`.
+pub async fn uri_from_env_or_start_for(
+    needs: &[Capability],
+) -> Result<(String, Option<TestServer>), TestKitError> {
     match std::env::var("MONGODB_URI") {
         Ok(uri) if !uri.is_empty() => Ok((uri, None)),
         _ => {
             println!("MONGODB_URI is not set: starting a local test server…");
-            let server = TestServer::start().await?;
+            let server = TestServer::start_with(ServerOptions::new().require_all(needs)).await?;
             Ok((server.uri().to_owned(), Some(server)))
         }
     }

@@ -69,9 +69,12 @@ pub use features::migrate;
 pub mod metrics {
     pub use crate::features::metrics::{CONTENT_TYPE, MAX_METRIC_DATABASES};
 
-    /// The manager's figures in Prometheus text format (text format 0.0.4).
+    /// The manager's figures in Prometheus text format (text format 0.0.4): pools, usage,
+    /// and migrations ([`PolyMongo::migration_stats`](crate::PolyMongo::migration_stats)).
     pub fn render(poly: &crate::PolyMongo) -> String {
-        crate::features::metrics::render_stats(&poly.stats())
+        let mut out = crate::features::metrics::render_stats(&poly.stats());
+        crate::features::metrics::render_migrations(&mut out, &poly.migration_stats());
+        out
     }
 }
 

@@ -20,8 +20,9 @@ use crate::builder::PolyMongoBuilder;
 use crate::features::bulk::Bulk;
 use crate::features::closing::{CloseReport, Closer};
 use crate::features::hooks::{self, ErrorEvent, HookHandle, Hooks, PendingHook, PoolEvent};
+use crate::features::migrate::counters::Counters;
 use crate::features::migrate::{
-    DbMigrationReport, Fleet, MigrationStatus, Migrations, Migrator, OnFirstUse,
+    DbMigrationReport, Fleet, MigrationStats, MigrationStatus, Migrations, Migrator, OnFirstUse,
 };
 use crate::features::ping;
 use crate::features::scale::Scale;
@@ -58,6 +59,7 @@ struct Inner {
     hooks: Arc<Hooks>,
     closer: Arc<Closer>,
     stop_housekeeper: watch::Sender<bool>,
+    migrations: Arc<Counters>,
 }
 
 impl fmt::Debug for PolyMongo {
@@ -133,9 +135,14 @@ impl PolyMongo {
         };
         let registry = Arc::new(Registry::new(routes, limits, usage));
         let _ = registry_cell.set(Arc::downgrade(&registry));
+        let migration_counters = Arc::new(Counters::default());
         if let Some(migrations) = first_use {
-            let settings = Migrator::new(&registry).settings();
-            registry.set_first_use(Arc::new(OnFirstUse::new(migrations, settings)));
+            let settings = Migrator::new(&registry, &migration_counters).settings();
+            registry.set_first_use(Arc::new(OnFirstUse::new(
+                migrations,
+                settings,
+                Arc::clone(&migration_counters),
+            )));
         }
         let (stop_housekeeper, stop) = watch::channel(false);
         eviction::spawn(
@@ -160,6 +167,7 @@ impl PolyMongo {
                 hooks: hook_registry,
                 closer: Arc::new(Closer::new()),
                 stop_housekeeper,
+                migrations: migration_counters,
                 options,
             }),
         };
@@ -293,7 +301,14 @@ impl PolyMongo {
     /// A [`Migrator`]: applies versioned migrations to one database at a time under its
     /// ledger and lock, with the lock's time to live and wait as options.
     pub fn migrator(&self) -> Migrator<'_> {
-        Migrator::new(&self.inner.registry)
+        Migrator::new(&self.inner.registry, &self.inner.migrations)
+    }
+
+    /// Migration figures since the manager was built: versions applied, rolled back and
+    /// failed (per version and in total), fleet runs in progress and the databases they
+    /// finished. Synchronous, no round trip.
+    pub fn migration_stats(&self) -> MigrationStats {
+        self.inner.migrations.snapshot()
     }
 
     /// A [`Fleet`]: migrations applied to, rolled back on or read from many databases, with

@@ -541,3 +541,113 @@ async fn cancelled_runs_and_reruns_apply_every_version_exactly_once() {
         (1..=N as i64).collect::<Vec<_>>()
     );
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Profile {
+    email: String,
+}
+
+impl polymongo::Model for Profile {
+    const COLLECTION: &'static str = "profiles";
+
+    fn indexes() -> Vec<mongodb::IndexModel> {
+        vec![
+            mongodb::IndexModel::builder()
+                .keys(doc! { "email": 1 })
+                .build(),
+            mongodb::IndexModel::builder()
+                .keys(doc! { "plan": 1, "created": 1 })
+                .build(),
+        ]
+    }
+}
+
+/// The same collection, later, with one more index.
+struct ProfileLater;
+
+impl polymongo::Model for ProfileLater {
+    const COLLECTION: &'static str = "profiles";
+
+    fn indexes() -> Vec<mongodb::IndexModel> {
+        let mut more = Profile::indexes();
+        more.push(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "team": 1 })
+                .build(),
+        );
+        more
+    }
+}
+
+/// Index keys of `coll`, as the server lists them (names vary between servers).
+async fn index_keys(db: &Database, coll: &str) -> Vec<Document> {
+    let cursor = db
+        .collection::<Document>(coll)
+        .list_indexes()
+        .await
+        .unwrap();
+    let mut keys: Vec<Document> = futures_util::TryStreamExt::try_collect(cursor)
+        .await
+        .map(|v: Vec<mongodb::IndexModel>| v.into_iter().map(|m| m.keys).collect())
+        .unwrap();
+    keys.sort_by_key(|k| k.to_string());
+    keys
+}
+
+#[tokio::test]
+async fn a_model_s_declared_indexes_become_a_sync_step() {
+    let (_server, poly, db) = setup("sync_idx", 4).await;
+    db.collection::<Document>("profiles")
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "old": 1 })
+                .build(),
+        )
+        .await
+        .unwrap();
+    let v1 = || Migration::new(1, "profile-indexes", vec![Step::sync_indexes::<Profile>()]);
+    let report = poly
+        .migrate_database("sync_idx", &Migrations::new(vec![v1()]).unwrap())
+        .await
+        .unwrap();
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let with_old = index_keys(&db, "profiles").await;
+    assert_eq!(with_old.len(), 4, "{with_old:?}");
+    assert!(
+        with_old.contains(&doc! { "old": 1 }),
+        "undeclared kept unless asked"
+    );
+    assert!(with_old.contains(&doc! { "plan": 1, "created": 1 }));
+
+    let v2 = Migration::new(
+        2,
+        "profile-indexes-exact",
+        vec![Step::sync_indexes_dropping_undeclared::<Profile>()],
+    );
+    let set = Migrations::new(vec![v1(), v2]).unwrap();
+    assert!(poly
+        .migrate_database("sync_idx", &set)
+        .await
+        .unwrap()
+        .is_complete());
+    let keys = index_keys(&db, "profiles").await;
+    assert_eq!(
+        keys,
+        vec![
+            doc! { "_id": 1 },
+            doc! { "email": 1 },
+            doc! { "plan": 1, "created": 1 }
+        ]
+    );
+    // The checksum names the collection, not the specs: the applied version stays valid
+    // when the model's indexes change later.
+    let later = Migration::new(
+        1,
+        "profile-indexes",
+        vec![Step::sync_indexes::<ProfileLater>()],
+    );
+    assert_eq!(
+        Migrations::new(vec![later]).unwrap().checksum(1),
+        set.checksum(1)
+    );
+}

@@ -14,6 +14,7 @@
 
 use std::fmt::Write as _;
 
+use crate::features::migrate::MigrationStats;
 use crate::features::stats::{PoolInfo, Stats};
 use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
 
@@ -285,6 +286,54 @@ pub(crate) fn render_stats(stats: &Stats<'_>) -> String {
         }
     }
     out
+}
+
+/// Appends the migration figures: per-version counters (at most
+/// [`MAX_COUNTED_VERSIONS`](crate::migrate::MAX_COUNTED_VERSIONS) versions) and the fleet
+/// runs' progress.
+pub(crate) fn render_migrations(out: &mut String, m: &MigrationStats) {
+    let mut f = Family { out };
+    let name = "polymongo_migrations_total";
+    f.header(
+        name,
+        "counter",
+        "Migration versions applied, rolled back or failed on a database, by version.",
+    );
+    let mut version = itoa::Buffer::new();
+    for v in &m.versions {
+        let version = version.format(v.version);
+        for (outcome, count) in [
+            ("applied", v.applied),
+            ("rolled_back", v.rolled_back),
+            ("failed", v.failed),
+        ] {
+            f.sample(name, &[("version", version), ("outcome", outcome)], count);
+        }
+    }
+    f.header(
+        "polymongo_fleet_runs_active",
+        "gauge",
+        "Fleet migration runs going now.",
+    );
+    f.sample("polymongo_fleet_runs_active", &[], m.fleet_runs_active);
+    f.header(
+        "polymongo_fleet_databases_pending",
+        "gauge",
+        "Databases the fleet runs going now have yet to finish.",
+    );
+    f.sample(
+        "polymongo_fleet_databases_pending",
+        &[],
+        m.fleet_databases_pending,
+    );
+    let name = "polymongo_fleet_databases_total";
+    f.header(
+        name,
+        "counter",
+        "Databases finished by fleet migration runs, by outcome.",
+    );
+    f.sample(name, &[("outcome", "ok")], m.fleet_databases_ok);
+    f.sample(name, &[("outcome", "failed")], m.fleet_databases_failed);
 }
 
 #[cfg(test)]

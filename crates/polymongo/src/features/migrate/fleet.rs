@@ -8,12 +8,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
+use super::counters::FleetRunGauge;
 use super::ledger::FailureRecord;
 use super::lock::LockInfo;
 use super::run::{run_on, status_of, DbMigrationReport, Goal, MigrationStatus, Migrator};
@@ -80,6 +81,30 @@ pub enum Canary {
 /// short (draw a bar, send to a channel).
 pub type ProgressFn = Arc<dyn Fn(&FleetProgress) + Send + Sync>;
 
+/// A way to stop a fleet run from outside (Ctrl-C, a deploy pipeline's abort): once
+/// [`stop`](Self::stop) is called, the run starts no new database; those in flight run to
+/// the end, and the run returns its report with [`Stopped::Requested`]. Unlike dropping the
+/// run's future, the caller gets the report and knows when the last database finished.
+#[derive(Debug, Clone, Default)]
+pub struct FleetStop(Arc<AtomicBool>);
+
+impl FleetStop {
+    /// A stop not yet requested.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests the stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// How a fleet run goes.
 #[derive(Clone)]
 pub struct FleetOptions {
@@ -87,6 +112,7 @@ pub struct FleetOptions {
     canary: Canary,
     max_failures: Option<usize>,
     progress: Option<ProgressFn>,
+    stop: FleetStop,
 }
 
 impl Default for FleetOptions {
@@ -96,6 +122,7 @@ impl Default for FleetOptions {
             canary: Canary::None,
             max_failures: None,
             progress: None,
+            stop: FleetStop::new(),
         }
     }
 }
@@ -141,6 +168,12 @@ impl FleetOptions {
     /// [`FleetReport::not_started`].
     pub fn max_failures(mut self, n: usize) -> Self {
         self.max_failures = Some(n);
+        self
+    }
+
+    /// Stops the run when `stop` is requested (see [`FleetStop`]).
+    pub fn stop_signal(mut self, stop: FleetStop) -> Self {
+        self.stop = stop;
         self
     }
 
@@ -196,6 +229,8 @@ pub enum Stopped {
         /// Failures when the run stopped (in flight ones included).
         failures: usize,
     },
+    /// A [`FleetStop`] was requested: no new database was started.
+    Requested,
 }
 
 /// One database's part in a fleet run.
@@ -512,8 +547,10 @@ impl<'r> Fleet<'r> {
         }
         let names = self.databases(targets).await?;
         let (canaries, rest) = split_canaries(names, &options.canary)?;
+        let total = canaries.len() + rest.len();
         let tracker = Tracker {
-            total: canaries.len() + rest.len(),
+            gauge: self.migrator.counters().fleet_run(total),
+            total,
             done: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             started: Instant::now(),
@@ -543,6 +580,10 @@ impl<'r> Fleet<'r> {
             stopped = Some(Stopped::CanaryFailed { database: first });
             not_started.extend(canary_left);
             not_started.extend(rest);
+        } else if options.stop.is_stopped() {
+            stopped = Some(Stopped::Requested);
+            not_started.extend(canary_left);
+            not_started.extend(rest);
         } else {
             let left = self
                 .run_set(
@@ -556,8 +597,12 @@ impl<'r> Fleet<'r> {
                 )
                 .await;
             if !left.is_empty() {
-                stopped = Some(Stopped::FailureBudget {
-                    failures: tracker.failed.load(Ordering::SeqCst),
+                stopped = Some(if options.stop.is_stopped() {
+                    Stopped::Requested
+                } else {
+                    Stopped::FailureBudget {
+                        failures: tracker.failed.load(Ordering::SeqCst),
+                    }
                 });
             }
             not_started = left;
@@ -593,17 +638,20 @@ impl<'r> Fleet<'r> {
         options: &FleetOptions,
         phase: Phase,
         budget: Option<usize>,
-        tracker: &Tracker,
+        tracker: &Tracker<'_>,
     ) -> Vec<String> {
         let settings = self.migrator.settings();
         let registry = self.migrator.registry();
+        let counters = self.migrator.counters();
         let skipped: Vec<Option<String>> = stream::iter(names.iter().cloned())
             .map(|name| async move {
-                if budget.is_some_and(|b| tracker.failed.load(Ordering::SeqCst) >= b) {
+                if options.stop.is_stopped()
+                    || budget.is_some_and(|b| tracker.failed.load(Ordering::SeqCst) >= b)
+                {
                     return Some(name);
                 }
                 let result = match registry.lease(&name) {
-                    Ok(lease) => run_on(lease, migrations, goal, settings).await,
+                    Ok(lease) => run_on(lease, migrations, goal, settings, counters).await,
                     Err(e) => Err(e),
                 };
                 tracker.finished(
@@ -672,7 +720,8 @@ fn refusal(s: &MigrationStatus) -> String {
 }
 
 /// Counts and outcomes of a run, shared by its databases.
-struct Tracker {
+struct Tracker<'c> {
+    gauge: FleetRunGauge<'c>,
     total: usize,
     done: AtomicUsize,
     failed: AtomicUsize,
@@ -681,9 +730,10 @@ struct Tracker {
     outcomes: Mutex<Vec<DbOutcome>>,
 }
 
-impl Tracker {
+impl Tracker<'_> {
     fn finished(&self, outcome: DbOutcome, phase: Phase) {
         let ok = outcome.is_ok();
+        self.gauge.finished(ok);
         let failed = if ok {
             self.failed.load(Ordering::SeqCst)
         } else {

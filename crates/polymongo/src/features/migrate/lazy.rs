@@ -8,7 +8,11 @@
 //! concurrent first users of it wait for that one run, and runners in other processes wait
 //! on the lock.
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
+
+use super::counters::Counters;
 
 use super::run::{is_up_to_date, run_on, Goal, Settings};
 use super::set::Migrations;
@@ -21,13 +25,15 @@ use crate::registry::DbLease;
 pub(crate) struct OnFirstUse {
     migrations: Migrations,
     settings: Settings,
+    counters: Arc<Counters>,
 }
 
 impl OnFirstUse {
-    pub(crate) fn new(migrations: Migrations, settings: Settings) -> Self {
+    pub(crate) fn new(migrations: Migrations, settings: Settings, counters: Arc<Counters>) -> Self {
         Self {
             migrations,
             settings,
+            counters,
         }
     }
 }
@@ -38,8 +44,14 @@ impl FirstUse for OnFirstUse {
             if is_up_to_date(&lease.entry.database, &self.migrations).await? {
                 return Ok(());
             }
-            let report =
-                run_on(lease.clone(), &self.migrations, Goal::Latest, self.settings).await?;
+            let report = run_on(
+                lease.clone(),
+                &self.migrations,
+                Goal::Latest,
+                self.settings,
+                &self.counters,
+            )
+            .await?;
             match report.failed {
                 None => Ok(()),
                 Some(f) => Err(MigrationError::Failed {

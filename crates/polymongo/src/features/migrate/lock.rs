@@ -68,6 +68,16 @@ impl Marker {
     }
 }
 
+/// What taking the lock found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Acquired {
+    /// The lock was taken over from a holder whose lock expired (it died, or was cut): its
+    /// last work may be unfinished.
+    pub(crate) takeover: bool,
+    /// The work the earlier holder recorded, if any.
+    pub(crate) marker: Option<Marker>,
+}
+
 /// One runner's view of a database's lock.
 #[derive(Debug, Clone)]
 pub(crate) struct Lock {
@@ -94,17 +104,19 @@ impl Lock {
         DateTime::now().timestamp_millis().saturating_add(ms)
     }
 
-    /// Takes the lock, or says who holds it. Taken, it also gives the work an earlier holder
-    /// recorded and did not finish, if any.
-    pub(crate) async fn try_acquire(&self) -> Result<Result<Option<Marker>, LockInfo>> {
+    /// Takes the lock, or says who holds it. Taken, it also says whether an earlier holder's
+    /// expired lock was taken over, and the work it recorded. A released lock is deleted, so
+    /// `holders` counts the holders since the last release: more than one is a takeover.
+    pub(crate) async fn try_acquire(&self) -> Result<Result<Acquired, LockInfo>> {
         let now = DateTime::now().timestamp_millis();
         let filter = doc! {
             "_id": LOCK_ID,
             "$or": [{ "expires_at_ms": { "$lte": now } }, { "owner": &self.owner }],
         };
-        let update = doc! { "$set": {
-            "owner": &self.owner, "expires_at_ms": self.expiry(), "acquired_at_ms": now,
-        } };
+        let update = doc! {
+            "$set": { "owner": &self.owner, "expires_at_ms": self.expiry(), "acquired_at_ms": now },
+            "$inc": { "holders": 1 },
+        };
         let taken = self
             .coll
             .find_one_and_update(filter, update)
@@ -113,7 +125,10 @@ impl Lock {
             .await;
         match taken {
             Ok(Some(d)) if d.get_str("owner").ok() == Some(self.owner.as_str()) => {
-                Ok(Ok(Marker::from_lock(&d)))
+                Ok(Ok(Acquired {
+                    takeover: d.get("holders").and_then(as_u64).unwrap_or(1) > 1,
+                    marker: Marker::from_lock(&d),
+                }))
             }
             Ok(_) => Ok(Err(self.holder().await?.unwrap_or_else(|| self.unknown()))),
             Err(e) if is_duplicate_key(&e) => {

@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, TryStreamExt};
 use mongodb::bson::{Bson, DateTime, Document};
-use mongodb::Database;
+use mongodb::{Database, IndexModel};
 
 use super::command::for_database;
+use super::counters::{Counters, VersionEvent};
 use super::ledger::{self, FailureRecord, LedgerEntry};
-use super::lock::{Lock, LockInfo, Marker};
+use super::lock::{Acquired, Lock, LockInfo, Marker};
 use super::set::{Checked, Migrations};
-use super::step::{Step, StepError};
+use super::step::{IndexSync, Step, StepError};
 use crate::floor::error::{Error, Result};
 use crate::floor::migration_error::MigrationError;
 use crate::registry::{DbLease, Registry};
@@ -35,6 +36,7 @@ const LOCK_POLL: Duration = Duration::from_millis(25);
 #[derive(Debug, Clone, Copy)]
 pub struct Migrator<'r> {
     registry: &'r Registry,
+    counters: &'r Arc<Counters>,
     lock_ttl: Duration,
     lock_wait: Duration,
 }
@@ -78,7 +80,8 @@ pub struct DbMigrationReport {
     pub rolled_back: Vec<AppliedVersion>,
     /// Versions that were already applied when the run started.
     pub skipped: Vec<u64>,
-    /// The version whose interrupted work (a runner died in it) this run finished first.
+    /// The version this run finished first because a runner that died (or was cut) may
+    /// have left it half done: the lock was taken over from it.
     pub resumed: Option<u64>,
     /// The version that failed, if one did; later versions were not attempted, earlier ones
     /// stay applied.
@@ -120,9 +123,10 @@ pub struct MigrationStatus {
 }
 
 impl<'r> Migrator<'r> {
-    pub(crate) fn new(registry: &'r Registry) -> Self {
+    pub(crate) fn new(registry: &'r Registry, counters: &'r Arc<Counters>) -> Self {
         Self {
             registry,
+            counters,
             lock_ttl: DEFAULT_LOCK_TTL,
             lock_wait: DEFAULT_LOCK_WAIT,
         }
@@ -153,15 +157,20 @@ impl<'r> Migrator<'r> {
         self.registry
     }
 
+    pub(crate) fn counters(&self) -> &'r Arc<Counters> {
+        self.counters
+    }
+
     /// Applies every version of `migrations` missing from database `db`, in order, under
     /// the database's lock, and records each in the ledger once its steps succeeded. Stops
     /// at the first failing version ([`DbMigrationReport::failed`]); the versions before it
     /// stay applied and the next run continues from there.
     ///
-    /// Before each step the runner writes the version and step to the lock document. A
-    /// runner that takes over the lock of one that died finds that record and finishes the
-    /// interrupted version first, from the step that was cut ([`DbMigrationReport::resumed`]):
-    /// steps that completed are not run again. The cut step itself runs again; for a
+    /// Before each step but a version's first, the runner writes the version and step to
+    /// the lock document. A runner that takes over the lock of one that died finds that
+    /// record (or, without one, starts at the first pending version's first step) and
+    /// finishes the interrupted version first, from the step that was cut
+    /// ([`DbMigrationReport::resumed`]): steps that completed are not run again. The cut step itself runs again; for a
     /// declarative step the errors that mean "already done" are then accepted (an index or
     /// a collection already dropped, a collection already created or renamed, duplicate
     /// keys of an insert); a code step must be written so that a second run does no harm.
@@ -178,7 +187,14 @@ impl<'r> Migrator<'r> {
     /// mid-run ([`MigrationError::LockLost`]); driver errors of the ledger and the lock.
     pub async fn apply(self, db: &str, migrations: &Migrations) -> Result<DbMigrationReport> {
         let lease = self.registry.lease(db)?;
-        run_on(lease, migrations, Goal::Latest, self.settings()).await
+        run_on(
+            lease,
+            migrations,
+            Goal::Latest,
+            self.settings(),
+            self.counters,
+        )
+        .await
     }
 
     /// Rolls database `db` back to version `version`: the down steps of every applied
@@ -196,7 +212,14 @@ impl<'r> Migrator<'r> {
         version: u64,
     ) -> Result<DbMigrationReport> {
         let lease = self.registry.lease(db)?;
-        run_on(lease, migrations, Goal::Down(version), self.settings()).await
+        run_on(
+            lease,
+            migrations,
+            Goal::Down(version),
+            self.settings(),
+            self.counters,
+        )
+        .await
     }
 
     /// Database `db`'s migration state against `migrations`: applied, pending, changed and
@@ -263,8 +286,10 @@ pub(crate) async fn run_on(
     migrations: &Migrations,
     goal: Goal,
     settings: Settings,
+    counters: &Arc<Counters>,
 ) -> Result<DbMigrationReport> {
     let runner = Runner {
+        counters: Arc::clone(counters),
         lock: Lock::new(&lease.entry.database, runner_id(), settings.ttl),
         ttl: settings.ttl,
         wait: settings.wait,
@@ -310,6 +335,7 @@ impl Drop for StopOnDrop {
 }
 
 struct Runner {
+    counters: Arc<Counters>,
     lock: Lock,
     ttl: Duration,
     wait: Duration,
@@ -359,11 +385,11 @@ impl Runner {
         result
     }
 
-    async fn acquire(&self, database: &str) -> Result<Option<Marker>> {
+    async fn acquire(&self, database: &str) -> Result<Acquired> {
         let deadline = Instant::now() + self.wait;
         loop {
             let holder = match self.lock.try_acquire().await? {
-                Ok(marker) => return Ok(marker),
+                Ok(acquired) => return Ok(acquired),
                 Err(holder) => holder,
             };
             let now = Instant::now();
@@ -411,7 +437,7 @@ impl Runner {
     async fn work(
         &self,
         db: &Database,
-        interrupted: Option<Marker>,
+        interrupted: Acquired,
         started: Instant,
     ) -> Result<DbMigrationReport> {
         let database = db.name().to_owned();
@@ -445,7 +471,7 @@ impl Runner {
             duration: Duration::ZERO,
         };
         // First what a dead runner left half done.
-        if let Some(pass) = self.interrupted_pass(interrupted.as_ref(), &applied) {
+        if let Some(pass) = self.interrupted_pass(&interrupted, &applied) {
             report.resumed = Some(pass.checked.migration.version);
             if !self.run_pass(db, &pass, &mut report, &mut applied).await? {
                 return self
@@ -535,18 +561,34 @@ impl Runner {
         Ok(report)
     }
 
-    /// The pass that finishes what the lock's earlier holder recorded and did not finish.
-    fn interrupted_pass<'a>(
-        &'a self,
-        marker: Option<&Marker>,
-        applied: &[u64],
-    ) -> Option<Pass<'a>> {
-        let m = marker?;
-        let recorded = applied.contains(&m.version);
+    /// The pass that finishes what the lock's earlier holder may have left half done: the
+    /// step its marker names, or — a taken-over lock without a live marker — the first step
+    /// of the first pending version (the first step of a version is not marked: see
+    /// `run_pass`).
+    fn interrupted_pass<'a>(&'a self, acquired: &Acquired, applied: &[u64]) -> Option<Pass<'a>> {
         // Up work that reached the ledger, or down work that left it, is finished.
-        if recorded != m.down {
-            return None;
-        }
+        let live = acquired
+            .marker
+            .as_ref()
+            .filter(|m| applied.contains(&m.version) == m.down);
+        let Some(m) = live else {
+            // A rollback marks every step: its runner left no up work behind.
+            let rolling_back = acquired.marker.as_ref().is_some_and(|m| m.down);
+            if !acquired.takeover || rolling_back {
+                return None;
+            }
+            let checked = self
+                .migrations
+                .list
+                .iter()
+                .find(|c| !applied.contains(&c.migration.version))?;
+            return Some(Pass {
+                checked,
+                down: false,
+                from: 0,
+                cut: Cut::One(0),
+            });
+        };
         let checked = self.migrations.find(m.version)?;
         let steps = if m.down {
             &checked.migration.down
@@ -590,20 +632,26 @@ impl Runner {
             .into()
         };
         for (index, step) in steps.iter().enumerate().skip(pass.from) {
-            let marker = Marker {
-                version: m.version,
-                down: pass.down,
-                steps_done: index as u64,
-                checksum: pass.checked.checksum.clone(),
-            };
-            if !self.lock.mark(&marker).await? {
-                return Err(lost());
+            // Saves a round trip per version: a runner that takes over a lock without a live
+            // marker treats the first step of the first pending version as cut. Rollbacks
+            // mark every step (see `interrupted_pass`).
+            if pass.down || index > 0 {
+                let marker = Marker {
+                    version: m.version,
+                    down: pass.down,
+                    steps_done: index as u64,
+                    checksum: pass.checked.checksum.clone(),
+                };
+                if !self.lock.mark(&marker).await? {
+                    return Err(lost());
+                }
             }
             let tolerant = pass.cut == Cut::All || pass.cut == Cut::One(index);
             let Some(outcome) = self.renewing(run_step(db, step, tolerant)).await else {
                 return Err(lost());
             };
             if let Err(error) = outcome {
+                self.counters.version(m.version, VersionEvent::Failed);
                 report.failed = Some(MigrationFailure {
                     version: m.version,
                     name: m.name.clone(),
@@ -618,6 +666,7 @@ impl Runner {
         if pass.down {
             ledger::remove(db, m.version).await?;
             applied.retain(|v| *v != m.version);
+            self.counters.version(m.version, VersionEvent::RolledBack);
             report.rolled_back.push(AppliedVersion {
                 version: m.version,
                 name: m.name.clone(),
@@ -638,6 +687,7 @@ impl Runner {
             .await?;
             applied.push(m.version);
             applied.sort_unstable();
+            self.counters.version(m.version, VersionEvent::Applied);
             report.applied.push(AppliedVersion {
                 version: m.version,
                 name: m.name.clone(),
@@ -675,6 +725,7 @@ async fn run_step(db: &Database, step: &Step, resumed: bool) -> Result<(), StepE
             Ok(result) => result,
             Err(_) => Err("the code step panicked".into()),
         },
+        Step::SyncIndexes(sync) => sync_indexes(db, sync).await,
         Step::Command(command) => {
             let name = command
                 .keys()
@@ -691,6 +742,38 @@ async fn run_step(db: &Database, step: &Step, resumed: bool) -> Result<(), StepE
             }
         }
     }
+}
+
+/// Creates the declared indexes missing from the collection (compared by keys: some servers
+/// rename indexes), and drops undeclared ones when asked. Safe to run again.
+async fn sync_indexes(db: &Database, sync: &IndexSync) -> Result<(), StepError> {
+    let coll = db.collection::<Document>(sync.collection);
+    let existing: Vec<IndexModel> = match coll.list_indexes().await {
+        Ok(cursor) => cursor.try_collect().await?,
+        Err(e) if already_done("drop", &e) => Vec::new(), // no collection yet
+        Err(e) => return Err(e.into()),
+    };
+    let declared = (sync.indexes)();
+    let missing: Vec<IndexModel> = declared
+        .iter()
+        .filter(|d| !existing.iter().any(|e| e.keys == d.keys))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        coll.create_indexes(missing).await?;
+    }
+    if sync.drop_undeclared {
+        for index in &existing {
+            let is_id = index.keys.keys().eq(["_id"]);
+            if is_id || declared.iter().any(|d| d.keys == index.keys) {
+                continue;
+            }
+            if let Some(name) = index.options.as_ref().and_then(|o| o.name.as_deref()) {
+                coll.drop_index(name).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a command's error says that its work was done by an earlier run: what it drops

@@ -124,6 +124,15 @@ fn checksum(m: &Migration) -> String {
     for step in &m.steps {
         match step {
             Step::Code(_) => text.push_str("code\n"),
+            Step::SyncIndexes(sync) => {
+                text.push_str("sync-indexes ");
+                text.push_str(sync.collection);
+                text.push_str(if sync.drop_undeclared {
+                    " dropping\n"
+                } else {
+                    "\n"
+                });
+            }
             Step::Command(c) => {
                 let json = Bson::Document(c.clone()).into_canonical_extjson();
                 text.push_str("command ");

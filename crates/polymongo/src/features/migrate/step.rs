@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use mongodb::bson::Document;
-use mongodb::Database;
+use mongodb::{Database, IndexModel};
+
+use crate::handle::model::Model;
 
 /// The error a code step returns: anything, so `?` works on driver errors, polymongo errors
 /// and the application's own.
@@ -17,12 +19,35 @@ type CodeFn = dyn Fn(Database) -> BoxFuture<'static, Result<(), StepError>> + Se
 
 /// One step of a [`Migration`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Step {
     /// An async closure over the tenant's database (see [`Step::code`]).
     Code(Arc<CodeFn>),
     /// A database command run with `run_command` on the tenant's database (see
     /// [`Step::command`]).
     Command(Document),
+    /// A model's declared indexes made to exist (see [`Step::sync_indexes`]).
+    SyncIndexes(IndexSync),
+}
+
+/// What a [`Step::SyncIndexes`] does: the collection and the indexes its model declares.
+#[derive(Clone, Debug)]
+pub struct IndexSync {
+    pub(crate) collection: &'static str,
+    pub(crate) indexes: fn() -> Vec<IndexModel>,
+    pub(crate) drop_undeclared: bool,
+}
+
+impl IndexSync {
+    /// The model's collection.
+    pub fn collection(&self) -> &'static str {
+        self.collection
+    }
+
+    /// Whether indexes the model no longer declares are dropped.
+    pub fn drops_undeclared(&self) -> bool {
+        self.drop_undeclared
+    }
 }
 
 impl Step {
@@ -59,6 +84,29 @@ impl Step {
     pub fn command(command: Document) -> Self {
         Step::Command(command)
     }
+
+    /// A step that makes model `M`'s declared [indexes](crate::Model::indexes) exist in the
+    /// tenant's `M::COLLECTION`: those missing are created (compared by their keys); others
+    /// are left alone. The indexes are the model's as declared when the step runs, and the
+    /// step's checksum names only the collection: when the model's indexes change, add a
+    /// new migration with another sync step (the applied one stays valid).
+    pub fn sync_indexes<M: Model>() -> Self {
+        Step::SyncIndexes(IndexSync {
+            collection: M::COLLECTION,
+            indexes: M::indexes,
+            drop_undeclared: false,
+        })
+    }
+
+    /// As [`sync_indexes`](Self::sync_indexes), and drops the collection's indexes that the
+    /// model does not declare (never `_id`).
+    pub fn sync_indexes_dropping_undeclared<M: Model>() -> Self {
+        Step::SyncIndexes(IndexSync {
+            collection: M::COLLECTION,
+            indexes: M::indexes,
+            drop_undeclared: true,
+        })
+    }
 }
 
 impl fmt::Debug for Step {
@@ -66,6 +114,7 @@ impl fmt::Debug for Step {
         match self {
             Step::Code(_) => f.write_str("Step::Code(..)"),
             Step::Command(c) => f.debug_tuple("Step::Command").field(c).finish(),
+            Step::SyncIndexes(s) => f.debug_tuple("Step::SyncIndexes").field(s).finish(),
         }
     }
 }
