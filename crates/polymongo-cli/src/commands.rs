@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use polymongo::bulk::{ExportOptions, ImportOptions, ImportReport, OnError, WriteMode};
 use polymongo::mongodb::bson::Bson;
-use polymongo::{DbConfig, Error, PolyMongo, UsageAnalytics};
+use polymongo::{DbConfig, Error, Options, PolyMongo, UsageAnalytics};
 
 use crate::config::{self, Overrides};
 use crate::exit;
@@ -18,13 +18,20 @@ use crate::progress::Progress;
 use crate::{Cli, Command, ConfigCommand, Global};
 
 /// Longest a graceful close of the tool's own pools may take on exit.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(cli: Cli) -> i32 {
     let g = cli.global;
     let outcome = match cli.command {
         Command::Config(ConfigCommand::Check { file }) => config_check(&g, &file),
         Command::Completions { .. } => Ok(exit::OK),
+        Command::Migrate(tool) => {
+            let Some(dir) = tool.dir else {
+                // `main` refuses a missing --dir before the runtime starts.
+                return exit::CONFIG;
+            };
+            Ok(crate::migrate::tool(&g, &dir, &tool.command).await)
+        }
         command => {
             let poly = match connect(&g, &command).await {
                 Ok(poly) => poly,
@@ -38,8 +45,9 @@ pub async fn run(cli: Cli) -> i32 {
     outcome.unwrap_or_else(|Stop(code)| code)
 }
 
-/// Builds the manager from the file, the environment and the flags.
-async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
+/// The manager's options from the file, the environment and the flags; `Err` is the exit
+/// code, reported.
+pub fn options(g: &Global) -> Result<Options, i32> {
     let overrides = Overrides {
         uri: g.uri.clone(),
         default_db: g.default_db.clone(),
@@ -51,6 +59,20 @@ async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
     })?;
     // Every command the tool sends is counted, so `metrics` has usage series to show.
     options.usage_analytics = UsageAnalytics::Commands;
+    Ok(options)
+}
+
+/// Builds the manager; `Err` is the exit code, reported.
+pub async fn build(options: Options) -> Result<PolyMongo, i32> {
+    polymongo::PolyMongoBuilder::from_options(options)
+        .build()
+        .await
+        .map_err(|e| fail(&e))
+}
+
+/// Builds the manager from the file, the environment and the flags.
+async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
+    let mut options = options(g)?;
     if let Command::Copy {
         dst,
         to_uri: Some(uri),
@@ -61,10 +83,7 @@ async fn connect(g: &Global, command: &Command) -> Result<PolyMongo, i32> {
             .databases
             .insert(dst.clone(), DbConfig::new().uri(uri.clone()));
     }
-    polymongo::PolyMongoBuilder::from_options(options)
-        .build()
-        .await
-        .map_err(|e| fail(&e))
+    build(options).await
 }
 
 /// Reports `e` on stderr and returns its exit code.
@@ -77,7 +96,7 @@ pub fn fail(e: &Error) -> i32 {
 /// Checks, before a command's work, that the clusters of `databases` answer (and accept the
 /// credentials): an unreachable cluster then exits 4 with a clear message, rather than in the
 /// middle of the work as a partial result or a driver error.
-async fn reachable(poly: &PolyMongo, databases: &[&str]) -> Result<(), Stop> {
+pub async fn reachable(poly: &PolyMongo, databases: &[&str]) -> Result<(), Stop> {
     for db in databases {
         if let Err(e) = poly.ping(db).await {
             return Err(Stop(fail(&e)));
@@ -152,7 +171,7 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> Outcome {
             watch(poly, &db, collection).await
         }
         Command::Metrics { listen } => metrics(poly, listen).await,
-        Command::Config(_) | Command::Completions { .. } => Ok(exit::OK),
+        Command::Config(_) | Command::Completions { .. } | Command::Migrate(_) => Ok(exit::OK),
     }
 }
 

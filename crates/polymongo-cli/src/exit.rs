@@ -5,13 +5,14 @@
 //! | 0 | success |
 //! | 1 | any other failure (a server error, an I/O error) |
 //! | 2 | bad command line (from the argument parser) |
-//! | 3 | configuration invalid (file, environment or flags) |
+//! | 3 | configuration invalid (file, environment or flags), an invalid migration folder, a database name that is not valid, a rollback past a version without down steps |
 //! | 4 | the cluster could not be reached, or refused the credentials |
-//! | 5 | partial: an import or copy stopped early or skipped records (the report says which) |
+//! | 5 | partial: an import or copy stopped early or skipped records (the report says which); a migration run left databases failed or not started; `migrate status`/`plan` could not read some database |
 //! | 6 | refused: `drop` without confirmation |
-//! | 130 | interrupted by Ctrl-C (what was written is reported) |
+//! | 130 | interrupted by Ctrl-C (what was written, or which databases were migrated, is reported) |
 //! | 141 | the reader of standard output went away (`… | head`): stopped quietly |
 
+use polymongo::migrate::MigrationError;
 use polymongo::mongodb::error::ErrorKind as DriverKind;
 use polymongo::{Error, ErrorKind};
 
@@ -27,10 +28,12 @@ pub const PIPE: i32 = 141;
 
 /// The `--help` footer.
 pub const HELP: &str = "\
-Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 invalid configuration, 4 cluster \
-unreachable or credentials refused, 5 partial (an import or copy skipped or stopped; the \
-report says what was written), 6 refused (drop without confirmation), 130 interrupted, 141 \
-output pipe closed by its reader.
+Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 invalid configuration (also: an invalid \
+migration folder, an invalid database name, a rollback past a version without down steps), \
+4 cluster unreachable or credentials refused, 5 partial (an import or copy skipped or \
+stopped, a migration run left databases failed or not started, migrate status/plan could not \
+read a database; the report says which), 6 refused (drop without confirmation), 130 \
+interrupted, 141 output pipe closed by its reader.
 
 Examples:
   polymongo --uri mongodb://127.0.0.1:27017 dbs
@@ -38,7 +41,10 @@ Examples:
   polymongo export shop -o shop.ndjson.gz --gzip
   polymongo import shop_restore -i shop.ndjson.gz --continue-on-error --report failures.jsonl
   polymongo copy shop shop_archive --to-uri mongodb://archive:27017
-  polymongo config check polymongo.toml";
+  polymongo config check polymongo.toml
+  polymongo migrate status --dir migrations --prefix tenant_
+  polymongo migrate apply --dir migrations --prefix tenant_ --canary 3 --max-failures 5
+  polymongo migrate rollback --dir migrations --to 4 --databases-from tenants.txt --json";
 
 /// Why the cluster could not be used, when that is the failure.
 enum Unreachable {
@@ -77,12 +83,34 @@ pub fn of(error: &Error) -> (i32, String) {
         None => {
             let code = match error.kind() {
                 ErrorKind::Config | ErrorKind::InvalidName => CONFIG,
+                ErrorKind::Migration if is_definition_error(error) => CONFIG,
                 ErrorKind::Bulk => PARTIAL,
                 _ => OTHER,
             };
             (code, error.to_string())
         }
     }
+}
+
+/// Whether a migration error is about the migrations given (a file, the set, a rollback
+/// target past a version without down steps) rather than about a database's state.
+fn is_definition_error(error: &Error) -> bool {
+    let Error::Migration(m) = error else {
+        return false;
+    };
+    matches!(
+        **m,
+        MigrationError::File { .. }
+            | MigrationError::VersionGap { .. }
+            | MigrationError::DuplicateVersion { .. }
+            | MigrationError::ZeroVersion { .. }
+            | MigrationError::EmptyName { .. }
+            | MigrationError::NoSteps { .. }
+            | MigrationError::MissingCodeVersion { .. }
+            | MigrationError::CommandNotAllowed { .. }
+            | MigrationError::CrossDatabase { .. }
+            | MigrationError::NoDownSteps { .. }
+    )
 }
 
 fn unreachable(error: &Error) -> Option<Unreachable> {

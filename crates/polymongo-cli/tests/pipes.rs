@@ -55,6 +55,13 @@ async fn every_output_ends_quietly_when_its_reader_is_gone() {
         .await
         .unwrap();
     let uri = server.uri();
+    let migrations = tempfile::tempdir().unwrap();
+    std::fs::write(
+        migrations.path().join("0001_index.json"),
+        r#"{"up": [{"createIndexes": "items", "indexes": [{"key": {"v": 1}, "name": "v_1"}]}]}"#,
+    )
+    .unwrap();
+    let dir = migrations.path().to_str().unwrap();
     for (case, args) in [
         ("stats --json", vec!["--uri", uri, "stats", "--json"]),
         ("dbs", vec!["--uri", uri, "dbs"]),
@@ -63,6 +70,16 @@ async fn every_output_ends_quietly_when_its_reader_is_gone() {
             vec!["--uri", uri, "-q", "export", "piped"],
         ),
         ("completions", vec!["completions", "bash"]),
+        (
+            "migrate status",
+            vec!["--uri", uri, "migrate", "--dir", dir, "status", "piped"],
+        ),
+        (
+            "migrate apply --json",
+            vec![
+                "--uri", uri, "--json", "migrate", "--dir", dir, "apply", "piped",
+            ],
+        ),
     ] {
         let (code, err) = with_closed_stdout(&args, 0).await;
         assert_quiet(code, &err, case);

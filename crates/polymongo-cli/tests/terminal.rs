@@ -1,5 +1,6 @@
 //! The binary in a real terminal (tmux): the progress bar of an export and the `top` screen,
-//! captured from the pane; and Ctrl-C during an import, which reports what was written.
+//! captured from the pane; Ctrl-C during an import, which reports what was written; and the
+//! bar of a migration run, which Ctrl-C stops with its report.
 //!
 //! The export is slowed by the test kit's fault proxy (latency on every round trip) so the bar
 //! is on screen long enough to be captured. Skipped, with its reason, when tmux is absent.
@@ -9,6 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use polymongo::mongodb::bson::{doc, Document};
 use polymongo::mongodb::Client;
 use polymongo_testkit::{FaultProxy, TestServer};
@@ -57,6 +59,15 @@ impl Tmux {
             .output()
             .expect("capture");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `keys` into the pane (`C-c`: Ctrl-C to its foreground process).
+    fn keys(&self, keys: &str) {
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", keys])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
     }
 
     /// Polls the screen until `what` is on it.
@@ -315,4 +326,94 @@ async fn the_import_bar_counts_bytes_with_an_eta() {
         .wait_for(|s| s.contains("2000 documents written"))
         .await;
     assert!(!screen.contains("import ["), "{screen}");
+}
+
+#[tokio::test]
+async fn the_migration_bar_renders_and_ctrl_c_stops_the_run_with_its_report() {
+    if !tmux_available() {
+        polymongo_testkit::record_skip(
+            "tmux is not installed, so there is no terminal to render in",
+        );
+        return;
+    }
+    let server = TestServer::start().await.expect("server");
+    let raw = Client::with_uri_str(server.uri()).await.unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("tm_{i:04}")).collect();
+    for name in &names {
+        raw.database(name)
+            .collection::<Document>("seed")
+            .insert_one(doc! { "created": true })
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_index.json"),
+        r#"{"up": [{"createIndexes": "users", "indexes": [{"key": {"email": 1}, "name": "email_1"}]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("0002_seed.json"),
+        r#"{"up": [{"insert": "settings", "documents": [{"_id": "plan"}], "ordered": false}]}"#,
+    )
+    .unwrap();
+    // Every round trip slowed, so the run is on screen for seconds.
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{}", server.port().unwrap()))
+        .await
+        .unwrap();
+    proxy.set_latency(Duration::from_millis(25));
+    let tmux = Tmux::start(&format!(
+        "{BIN} --uri '{}' migrate --dir {} apply --prefix tm_ --concurrency 2; echo exit=$?; sleep 30",
+        proxy.uri_for(server.uri()),
+        dir.path().display()
+    ));
+    // The bar, part way: done/total, failed, rate, ETA.
+    let screen = tmux
+        .wait_for(|s| {
+            s.lines().any(|l| {
+                l.contains("apply [")
+                    && l.contains("/40 databases, 0 failed")
+                    && !l.contains("] 0/40")
+                    && l.contains("db/s")
+                    && l.contains("eta")
+            })
+        })
+        .await;
+    eprintln!("captured:\n{screen}");
+    // Ctrl-C typed in the terminal: the terminal echoes `^C` where the cursor is.
+    tmux.keys("C-c");
+    let screen = tmux.wait_for(|s| s.contains("exit=")).await;
+    eprintln!("captured:\n{screen}");
+    assert!(screen.contains("exit=130"), "{screen}");
+    assert!(screen.contains("stopped: interrupted"), "{screen}");
+    assert!(!screen.contains("apply ["), "the bar is cleared:\n{screen}");
+    proxy.pass_through();
+    // Those in flight finished and released their locks; the rest were not started.
+    let (mut done, mut untouched) = (0, 0);
+    for name in &names {
+        let ledger: Vec<Document> = raw
+            .database(name)
+            .collection::<Document>(polymongo::migrate::MIGRATIONS_COLLECTION)
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        match ledger.len() {
+            0 => untouched += 1,
+            2 => done += 1,
+            _ => panic!("{name}: {ledger:?}"),
+        }
+    }
+    assert!(
+        done > 0 && untouched > 0,
+        "{done} done, {untouched} untouched"
+    );
+    assert!(
+        screen.contains(&format!(
+            "{done} of 40 databases done, 0 failed, {untouched} not started"
+        )),
+        "{screen}"
+    );
 }

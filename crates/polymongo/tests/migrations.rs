@@ -651,3 +651,49 @@ async fn a_model_s_declared_indexes_become_a_sync_step() {
         set.checksum(1)
     );
 }
+
+#[tokio::test]
+async fn close_all_waits_for_the_version_in_progress_and_starts_no_other() {
+    let (_server, poly, db) = setup("closing_mig", 4).await;
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&started);
+    let slow = Migration::new(
+        1,
+        "slow",
+        vec![Step::code(move |db| {
+            let signal = std::sync::Arc::clone(&signal);
+            async move {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                db.collection::<Document>("effects")
+                    .insert_one(doc! { "_id": 1_i64, "runs": 1 })
+                    .await?;
+                Ok(())
+            }
+        })],
+    )
+    .code_version("1");
+    let set = Migrations::new(vec![slow, counting(2)]).unwrap();
+    let run = {
+        let (poly, set) = (poly.clone(), set.clone());
+        tokio::spawn(async move { poly.migrate_database("closing_mig", &set).await })
+    };
+    started.notified().await;
+    let closed = poly.close_all(Duration::from_secs(10)).await;
+    assert_eq!(
+        closed.pools_forced, 0,
+        "the close waited for the version: {closed:?}"
+    );
+    let report = run.await.unwrap().unwrap();
+    assert!(report.stopped && !report.is_complete(), "{report:?}");
+    assert_eq!(report.applied.len(), 1);
+    assert_eq!(ledger_versions(&db).await, vec![1]);
+    assert_eq!(runs(&db, 2).await, vec![1, 0], "version 2 not started");
+    assert!(lock_doc(&db).await.is_none(), "lock released");
+    // A closed manager refuses new runs.
+    let refused = poly
+        .migrate_database("closing_mig", &set)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Closed), "{refused}");
+}

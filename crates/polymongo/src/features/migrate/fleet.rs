@@ -218,6 +218,7 @@ pub struct FleetProgress {
 
 /// Why a fleet run stopped before its last database.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stopped {
     /// A canary failed: no other database was touched.
     CanaryFailed {
@@ -231,6 +232,9 @@ pub enum Stopped {
     },
     /// A [`FleetStop`] was requested: no new database was started.
     Requested,
+    /// The manager began closing ([`close_all`](crate::PolyMongo::close_all)): no new
+    /// database was started; those in flight finished their version in progress.
+    Closed,
 }
 
 /// One database's part in a fleet run.
@@ -580,8 +584,12 @@ impl<'r> Fleet<'r> {
             stopped = Some(Stopped::CanaryFailed { database: first });
             not_started.extend(canary_left);
             not_started.extend(rest);
-        } else if options.stop.is_stopped() {
-            stopped = Some(Stopped::Requested);
+        } else if options.stop.is_stopped() || self.migrator.registry().is_closed() {
+            stopped = Some(if options.stop.is_stopped() {
+                Stopped::Requested
+            } else {
+                Stopped::Closed
+            });
             not_started.extend(canary_left);
             not_started.extend(rest);
         } else {
@@ -599,6 +607,8 @@ impl<'r> Fleet<'r> {
             if !left.is_empty() {
                 stopped = Some(if options.stop.is_stopped() {
                     Stopped::Requested
+                } else if self.migrator.registry().is_closed() {
+                    Stopped::Closed
                 } else {
                     Stopped::FailureBudget {
                         failures: tracker.failed.load(Ordering::SeqCst),
@@ -646,6 +656,7 @@ impl<'r> Fleet<'r> {
         let skipped: Vec<Option<String>> = stream::iter(names.iter().cloned())
             .map(|name| async move {
                 if options.stop.is_stopped()
+                    || registry.is_closed()
                     || budget.is_some_and(|b| tracker.failed.load(Ordering::SeqCst) >= b)
                 {
                     return Some(name);

@@ -17,6 +17,7 @@ use super::set::{Checked, Migrations};
 use super::step::{IndexSync, Step, StepError};
 use crate::floor::error::{Error, Result};
 use crate::floor::migration_error::MigrationError;
+use crate::pool::cluster::ClusterPool;
 use crate::registry::{DbLease, Registry};
 
 /// How long a runner's lock lasts without renewal (60 s). A running step renews it every
@@ -83,6 +84,9 @@ pub struct DbMigrationReport {
     /// The version this run finished first because a runner that died (or was cut) may
     /// have left it half done: the lock was taken over from it.
     pub resumed: Option<u64>,
+    /// The run started no further version because the manager began closing
+    /// ([`close_all`](crate::PolyMongo::close_all) waits for the version in progress).
+    pub stopped: bool,
     /// The version that failed, if one did; later versions were not attempted, earlier ones
     /// stay applied.
     pub failed: Option<MigrationFailure>,
@@ -93,11 +97,9 @@ pub struct DbMigrationReport {
 }
 
 impl DbMigrationReport {
-    /// Whether the run reached its goal: no version failed. (A run whose caller was
-    /// dropped stops after the version in progress, and may be incomplete without a
-    /// failure; it is never reported to anyone.)
+    /// Whether the run reached its goal: no version failed and the run was not stopped.
     pub fn is_complete(&self) -> bool {
-        self.failed.is_none()
+        self.failed.is_none() && !self.stopped
     }
 }
 
@@ -177,7 +179,10 @@ impl<'r> Migrator<'r> {
     ///
     /// The run is a task of its own: dropping this future (a `timeout` around it) lets the
     /// version in progress finish and be recorded, starts no further version and releases
-    /// the lock.
+    /// the lock. [`close_all`](crate::PolyMongo::close_all) waits for the version in progress
+    /// (up to its deadline) and the run starts no other ([`DbMigrationReport::stopped`]); a
+    /// close that stops waiting ends the run with [`Error::Closed`], leaving the version as a
+    /// dead runner would (the next run finishes it).
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`]; [`Error::Migration`] when the ledger holds a
@@ -290,6 +295,7 @@ pub(crate) async fn run_on(
 ) -> Result<DbMigrationReport> {
     let runner = Runner {
         counters: Arc::clone(counters),
+        pool: Arc::clone(&lease.entry.pool),
         lock: Lock::new(&lease.entry.database, runner_id(), settings.ttl),
         ttl: settings.ttl,
         wait: settings.wait,
@@ -336,6 +342,7 @@ impl Drop for StopOnDrop {
 
 struct Runner {
     counters: Arc<Counters>,
+    pool: Arc<ClusterPool>,
     lock: Lock,
     ttl: Duration,
     wait: Duration,
@@ -365,8 +372,19 @@ impl Runner {
     async fn run(self, lease: DbLease) -> Result<DbMigrationReport> {
         let started = Instant::now();
         let db = lease.entry.database.clone();
-        let interrupted = self.acquire(db.name()).await?;
-        let result = self.work(&db, interrupted, started).await;
+        // A graceful close waits for the run; once it began, no further version starts.
+        let pool = Arc::clone(&lease.entry.pool);
+        let _in_flight = pool.begin_operation()?;
+        let interrupted = tokio::select! {
+            () = pool.cut() => return Err(Error::Closed),
+            acquired = self.acquire(db.name()) => acquired?,
+        };
+        let result = tokio::select! {
+            // The close stopped waiting: the version in progress is left as a dead runner
+            // leaves it (its lock expires; the next run finishes it).
+            () = pool.cut() => return Err(Error::Closed),
+            result = self.work(&db, interrupted, started) => result,
+        };
         if let Ok(report) = &result {
             if let Some(f) = &report.failed {
                 lease.entry.pool.report_error(
@@ -406,6 +424,11 @@ impl Runner {
             }
             tokio::time::sleep(LOCK_POLL.min(deadline - now)).await;
         }
+    }
+
+    /// Whether to start no further version: the caller went away or the manager is closing.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.pool.is_closing()
     }
 
     /// Checks the ledger against the definitions; `Err` names the first disagreement.
@@ -466,6 +489,7 @@ impl Runner {
             rolled_back: Vec::new(),
             skipped: applied.clone(),
             resumed: None,
+            stopped: false,
             failed: None,
             current_version: applied.last().copied().unwrap_or(0),
             duration: Duration::ZERO,
@@ -485,7 +509,8 @@ impl Runner {
                     if applied.contains(&checked.migration.version) {
                         continue;
                     }
-                    if self.stop.load(Ordering::SeqCst) {
+                    if self.stopping() {
+                        report.stopped = true;
                         break;
                     }
                     let pass = Pass {
@@ -507,7 +532,8 @@ impl Runner {
                     .filter(|v| *v > target)
                     .collect();
                 for v in above {
-                    if self.stop.load(Ordering::SeqCst) {
+                    if self.stopping() {
+                        report.stopped = true;
                         break;
                     }
                     let Some(checked) = self.migrations.find(v) else {
@@ -552,9 +578,7 @@ impl Runner {
                 )
                 .await?
             }
-            None if had_failure && !self.stop.load(Ordering::SeqCst) => {
-                ledger::clear_failure(db).await?
-            }
+            None if had_failure && !report.stopped => ledger::clear_failure(db).await?,
             None => {}
         }
         report.duration = started.elapsed();

@@ -67,6 +67,16 @@ impl Migrations {
         self.list.iter().map(|c| c.migration.version)
     }
 
+    /// The migrations, in version order.
+    pub fn iter(&self) -> impl Iterator<Item = &Migration> + '_ {
+        self.list.iter().map(|c| &c.migration)
+    }
+
+    /// Version `version`'s migration, if it is defined.
+    pub fn get(&self, version: u64) -> Option<&Migration> {
+        self.find(version).map(|c| &c.migration)
+    }
+
     /// The checksum of version `version`'s definition (hex SHA-256), if it is defined.
     pub fn checksum(&self, version: u64) -> Option<&str> {
         self.find(version).map(|c| c.checksum.as_str())
