@@ -1068,3 +1068,91 @@ async fn the_example_folder_applies_and_rolls_back_on_a_server_with_pipeline_upd
         );
     }
 }
+
+#[tokio::test]
+async fn lazy_mode_costs_one_command_on_first_use_and_none_when_warm() {
+    let server = server().await;
+    let migrations = Migrations::new(
+        (1..=2)
+            .map(|v| Migration::new(v, format!("c{v}"), vec![count_step(v)]).code_version("1"))
+            .collect(),
+    )
+    .unwrap();
+    // Up to date beforehand, by another process's manager.
+    let other = manager(&server, 4).await;
+    assert!(other
+        .migrate_database("lazy_cost", &migrations)
+        .await
+        .unwrap()
+        .is_complete());
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .max_pool_size(4)
+        .usage_analytics(polymongo::UsageAnalytics::Commands)
+        .migrate_on_first_use(migrations)
+        .build()
+        .await
+        .unwrap();
+    let accounts = poly.model::<Account>();
+    let commands = || poly.stats().usage("lazy_cost").map_or(0, |u| u.operations);
+    accounts.acquire("lazy_cost").await.unwrap();
+    eventually("the ledger read counted", Duration::from_secs(10), || {
+        let n = commands();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(commands(), 1, "first use: one read of the ledger");
+    // Warm: a known command after it, so that any extra one would be counted before it.
+    let warm = accounts.acquire("lazy_cost").await.unwrap();
+    warm.collection()
+        .find_one(doc! { "_id": "none" })
+        .await
+        .unwrap();
+    eventually("the find counted", Duration::from_secs(10), || {
+        let n = commands();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(commands(), 2, "warm acquires send nothing");
+}
+
+#[tokio::test]
+async fn a_lazy_first_use_cut_at_growing_delays_migrates_each_version_once() {
+    let server = server().await;
+    let migrations = declarative(3);
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .max_pool_size(4)
+        .migrate_on_first_use(migrations)
+        .build()
+        .await
+        .unwrap();
+    let accounts = poly.model::<Account>();
+    let raw = raw(&server).await;
+    let db = raw.database("lazy_cut");
+    for delay_ms in [0_u64, 1, 2, 5, 10, 20, 50] {
+        let cut = tokio::time::timeout(
+            Duration::from_millis(delay_ms),
+            accounts.acquire("lazy_cut"),
+        )
+        .await;
+        eventually("lock released", Duration::from_secs(20), || {
+            let db = db.clone();
+            async move { special(&db, "lock").await.is_none().then_some(()) }
+        })
+        .await;
+        let versions = ledger(&db).await;
+        let counted: Vec<i64> = runs(&db).await.iter().map(|(v, _)| *v).collect();
+        assert_eq!(
+            counted, versions,
+            "after a cut at {delay_ms} ms: whole versions only"
+        );
+        if cut.is_ok() {
+            break;
+        }
+    }
+    accounts.acquire("lazy_cut").await.unwrap();
+    assert_eq!(ledger(&db).await, vec![1, 2, 3]);
+    assert_eq!(runs(&db).await, vec![(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(all(&db, "seeded").await.len(), 6);
+}

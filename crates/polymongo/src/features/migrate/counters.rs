@@ -151,3 +151,36 @@ impl Drop for FleetRunGauge<'_> {
         c.runs_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_version_figures_are_bounded_and_totals_are_not() {
+        let c = Counters::default();
+        for v in 1..=100_000 {
+            c.version(v, VersionEvent::Applied);
+        }
+        c.version(1, VersionEvent::Failed);
+        let s = c.snapshot();
+        assert_eq!(s.versions.len(), MAX_COUNTED_VERSIONS);
+        assert_eq!(s.applied_total, 100_000);
+        assert_eq!((s.versions[0].applied, s.versions[0].failed), (1, 1));
+    }
+
+    #[test]
+    fn a_fleet_run_leaves_the_gauges_whether_it_ends_or_is_dropped() {
+        let c = Counters::default();
+        {
+            let run = c.fleet_run(10);
+            run.finished(true);
+            run.finished(false);
+            let s = c.snapshot();
+            assert_eq!((s.fleet_runs_active, s.fleet_databases_pending), (1, 8));
+        }
+        let s = c.snapshot();
+        assert_eq!((s.fleet_runs_active, s.fleet_databases_pending), (0, 0));
+        assert_eq!((s.fleet_databases_ok, s.fleet_databases_failed), (1, 1));
+    }
+}
