@@ -226,6 +226,18 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// A named cluster tenants can be placed on (see [`tenants`](crate::tenants)).
+    pub fn cluster(mut self, name: impl Into<String>, config: crate::ClusterConfig) -> Self {
+        self.options.clusters.insert(name.into(), config);
+        self
+    }
+
+    /// The tenant directory (see [`tenants`](crate::tenants)).
+    pub fn directory(mut self, config: crate::DirectoryConfig) -> Self {
+        self.options.directory = Some(config);
+        self
+    }
+
     /// Lazy migrations: the first [`acquire`](crate::ModelHandle::acquire) of each database
     /// (per registry entry) brings it to the latest version of `migrations` before handing
     /// out its handle. An up-to-date database costs one read of its ledger on its first

@@ -55,6 +55,7 @@ pub use features::hooks;
 #[cfg(feature = "logging")]
 pub use features::logging;
 pub use features::migrate;
+pub use features::tenants;
 
 /// Prometheus text exposition of pool and usage figures (feature `metrics`).
 ///
@@ -101,6 +102,7 @@ pub use floor::name::{
     RESERVED_COLLECTION_PREFIX,
 };
 pub use floor::redact::{redact_config_error, redact_uri};
+pub use floor::tenant_config::{ClusterConfig, DirectoryConfig};
 pub use handle::model::{DbHandle, Model, ModelHandle};
 pub use handle::slot::ConnectionSlot;
 pub use poly::PolyMongo;

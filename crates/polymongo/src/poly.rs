@@ -27,6 +27,7 @@ use crate::features::migrate::{
 use crate::features::ping;
 use crate::features::scale::Scale;
 use crate::features::stats::Stats;
+use crate::features::tenants::{self, Directory, Tenant, Tenants};
 use crate::features::txn::Transaction;
 use crate::features::watch::{self as streams, ManagedStream};
 use crate::floor::config::Options;
@@ -60,6 +61,9 @@ struct Inner {
     closer: Arc<Closer>,
     stop_housekeeper: watch::Sender<bool>,
     migrations: Arc<Counters>,
+    directory: Option<Arc<Directory>>,
+    /// The lazy migrations, also run on a tenant's database when it is created.
+    first_use: Option<Migrations>,
 }
 
 impl fmt::Debug for PolyMongo {
@@ -136,7 +140,8 @@ impl PolyMongo {
         let registry = Arc::new(Registry::new(routes, limits, usage));
         let _ = registry_cell.set(Arc::downgrade(&registry));
         let migration_counters = Arc::new(Counters::default());
-        if let Some(migrations) = first_use {
+        let directory = Directory::build(&options, &env, &registry).await?;
+        if let Some(migrations) = first_use.clone() {
             let settings = Migrator::new(&registry, &migration_counters).settings();
             registry.set_first_use(Arc::new(OnFirstUse::new(
                 migrations,
@@ -145,6 +150,14 @@ impl PolyMongo {
             )));
         }
         let (stop_housekeeper, stop) = watch::channel(false);
+        if let Some(dir) = &directory {
+            tenants::spawn_refresher(
+                &runtime,
+                Arc::clone(dir),
+                Arc::downgrade(&registry),
+                stop_housekeeper.subscribe(),
+            );
+        }
         eviction::spawn(
             &runtime,
             Arc::downgrade(&registry),
@@ -168,6 +181,8 @@ impl PolyMongo {
                 closer: Arc::new(Closer::new()),
                 stop_housekeeper,
                 migrations: migration_counters,
+                directory,
+                first_use,
                 options,
             }),
         };
@@ -309,6 +324,34 @@ impl PolyMongo {
     /// finished. Synchronous, no round trip.
     pub fn migration_stats(&self) -> MigrationStats {
         self.inner.migrations.snapshot()
+    }
+
+    /// The tenant directory's operations: create, get, suspend, resume, route.
+    ///
+    /// # Errors
+    /// [`TenantError::NoDirectory`](crate::tenants::TenantError::NoDirectory) without the
+    /// `directory` option.
+    pub fn tenants(&self) -> Result<Tenants> {
+        let dir = self
+            .inner
+            .directory
+            .as_ref()
+            .ok_or(crate::tenants::TenantError::NoDirectory)?;
+        Ok(Tenants::new(
+            Arc::clone(dir),
+            Arc::clone(&self.inner.registry),
+            Arc::clone(&self.inner.migrations),
+            self.inner.first_use.clone(),
+        ))
+    }
+
+    /// Tenant `id` routed through the directory (see [`Tenants::route`]): a cache lookup
+    /// when this instance has its entry, one read of the directory otherwise.
+    ///
+    /// # Errors
+    /// As [`Tenants::route`], and without a directory.
+    pub async fn tenant(&self, id: &str) -> Result<Tenant> {
+        self.tenants()?.route(id).await
     }
 
     /// A [`Fleet`]: migrations applied to, rolled back on or read from many databases, with

@@ -16,5 +16,6 @@ pub(crate) mod scale;
 #[cfg(unix)]
 pub(crate) mod shutdown;
 pub(crate) mod stats;
+pub mod tenants;
 pub(crate) mod txn;
 pub(crate) mod watch;

@@ -12,6 +12,7 @@ use crate::floor::db_config::DbConfig;
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_database_name;
 use crate::floor::redact::{redact_uri, scrub};
+use crate::floor::tenant_config::{self, ClusterConfig, DirectoryConfig};
 
 /// Default size of each connection pool, as in the npm package.
 pub const DEFAULT_MAX_POOL_SIZE: u32 = 10;
@@ -80,6 +81,10 @@ pub struct Options {
     pub heartbeat_frequency: Option<Duration>,
     /// Per-database configuration (the npm package's `dbSpecific`), by database name.
     pub databases: BTreeMap<String, DbConfig>,
+    /// Named clusters tenants can be placed on, besides the main one (named `"main"`).
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// The tenant directory (see [`tenants`](crate::tenants)); `None`: no directory.
+    pub directory: Option<DirectoryConfig>,
     /// Most dedicated pools open at once. When one more must open, the least recently used
     /// one that no handle uses is closed first (it reopens on its next use). Default 64.
     pub max_dedicated_pools: usize,
@@ -248,6 +253,8 @@ impl Default for Options {
             connect_timeout: None,
             heartbeat_frequency: None,
             databases: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            directory: None,
             max_dedicated_pools: DEFAULT_MAX_DEDICATED_POOLS,
             usage_analytics: UsageAnalytics::default(),
             max_tracked_databases: DEFAULT_MAX_TRACKED_DATABASES,
@@ -274,6 +281,8 @@ impl fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat_frequency", &self.heartbeat_frequency)
             .field("databases", &self.databases)
+            .field("clusters", &self.clusters)
+            .field("directory", &self.directory)
             .field("max_dedicated_pools", &self.max_dedicated_pools)
             .field("usage_analytics", &self.usage_analytics)
             .field("max_tracked_databases", &self.max_tracked_databases)
@@ -382,7 +391,7 @@ impl Options {
         if self.retry.backoff == 0 {
             return Err(config("retry.backoff", "must be at least 1"));
         }
-        Ok(())
+        tenant_config::validate(&self.clusters, self.directory.as_ref())
     }
 
     fn connection_string(&self) -> Result<ConnectionString> {

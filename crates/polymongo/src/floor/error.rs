@@ -218,6 +218,11 @@ pub enum Error {
     #[error("{0}")]
     Migration(Box<crate::floor::migration_error::MigrationError>),
 
+    /// The tenant directory refused: an unknown or suspended tenant, a full fleet, an
+    /// invalid id or directory entry (see [`tenants`](crate::tenants)).
+    #[error("{0}")]
+    Tenant(Box<crate::floor::tenant_error::TenantError>),
+
     /// Any other error from the driver or the server.
     #[error(transparent)]
     Driver(#[from] mongodb::error::Error),
@@ -253,6 +258,8 @@ pub enum ErrorKind {
     NoRuntime,
     /// See [`Error::Migration`].
     Migration,
+    /// See [`Error::Tenant`].
+    Tenant,
     /// See [`Error::Driver`].
     Driver,
 }
@@ -276,6 +283,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::NoRuntime => ErrorKind::NoRuntime,
             Error::Migration(_) => ErrorKind::Migration,
+            Error::Tenant(_) => ErrorKind::Tenant,
             Error::Driver(_) | Error::WriteInterrupted { .. } => ErrorKind::Driver,
         }
     }
@@ -305,6 +313,7 @@ impl Error {
             | Error::Dump { .. }
             | Error::Import(_)
             | Error::WriteInterrupted { .. }
+            | Error::Tenant(_)
             | Error::NoRuntime => false,
             // A held lock is free again once its holder finishes or its expiry passes.
             Error::Migration(m) => matches!(
@@ -497,6 +506,12 @@ fn driver_is_retryable(e: &mongodb::error::Error) -> bool {
         return true;
     }
     matches!(&*e.kind, DriverKind::Command(c) if RETRYABLE_CODES.contains(&c.code))
+}
+
+impl From<crate::floor::tenant_error::TenantError> for Error {
+    fn from(e: crate::floor::tenant_error::TenantError) -> Self {
+        Error::Tenant(Box::new(e))
+    }
 }
 
 impl From<crate::floor::migration_error::MigrationError> for Error {

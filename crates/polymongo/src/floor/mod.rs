@@ -9,3 +9,5 @@ pub(crate) mod error;
 pub(crate) mod migration_error;
 pub(crate) mod name;
 pub(crate) mod redact;
+pub(crate) mod tenant_config;
+pub(crate) mod tenant_error;

@@ -222,7 +222,12 @@ impl<T: Model> ModelHandle<T> {
     #[cold]
     fn db_cold(&self, name: &str) -> Result<DbHandle<T>> {
         validate_collection_name(T::COLLECTION)?;
-        let lease = self.registry.lease(name)?;
+        Self::on_lease(self.registry.lease(name)?)
+    }
+
+    /// The model's collection in the leased database (a tenant routed by the directory).
+    pub(crate) fn on_lease(lease: DbLease) -> Result<DbHandle<T>> {
+        validate_collection_name(T::COLLECTION)?;
         let collection = lease.entry.collection::<T>(T::COLLECTION);
         Ok(DbHandle {
             collection,

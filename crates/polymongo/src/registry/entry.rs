@@ -58,6 +58,9 @@ pub(crate) struct DbEntry {
     streams: Mutex<Vec<(u64, Weak<dyn Closable>)>>,
     /// Whether the pool lists this database's name (see `ClusterPool::attach`).
     listed: bool,
+    /// What placed the database on its pool when a higher layer did (the tenant directory's
+    /// record), opaque here.
+    tag: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl DbEntry {
@@ -68,9 +71,11 @@ impl DbEntry {
         route: Option<Arc<Route>>,
         usage_sink: Option<Arc<Usage>>,
         now: u64,
+        tag: Option<Arc<dyn Any + Send + Sync>>,
     ) -> Self {
         let listed = pool.attach(database.name());
         Self {
+            tag,
             listed,
             retired: AtomicBool::new(false),
             epoch,
@@ -103,6 +108,12 @@ impl DbEntry {
 
     pub(crate) fn name(&self) -> &str {
         self.database.name()
+    }
+
+    /// The placement tag the entry was made with, if a higher layer placed it.
+    #[inline]
+    pub(crate) fn tag(&self) -> Option<&Arc<dyn Any + Send + Sync>> {
+        self.tag.as_ref()
     }
 
     #[inline]

@@ -23,6 +23,7 @@ pub(crate) mod gate;
 pub(crate) mod routes;
 pub(crate) mod usage;
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -241,6 +242,59 @@ impl Registry {
         Ok(made)
     }
 
+    /// The entry of `name` made anew on `pool` with placement `tag` (a higher layer's
+    /// record of where the database lives), replacing any cached one, with a lease. The old
+    /// entry is retired (handles taken earlier keep working on its pool) and its managed
+    /// streams end, as for a re-route.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::Closed`], or the driver's error opening the pool.
+    pub(crate) fn place(
+        &self,
+        name: &str,
+        pool: &Arc<ClusterPool>,
+        tag: Arc<dyn Any + Send + Sync>,
+    ) -> Result<DbLease> {
+        validate_database_name(name)?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let (client, epoch) = self.routes.client_of(pool)?;
+        let entry = Arc::new(DbEntry::new(
+            client.database(name),
+            Arc::clone(pool),
+            epoch,
+            None,
+            self.usage.clone(),
+            self.tick(),
+            Some(tag),
+        ));
+        if let Some(old) = self.entries.insert(name.into(), Arc::clone(&entry)) {
+            old.retire();
+            old.close_streams();
+        }
+        if self.entries.len() > self.limits.max_cached {
+            self.over_bound.notify_one();
+        }
+        let pool_lease = entry.pool.lease();
+        entry.touch(self.now());
+        Ok(DbLease { entry, pool_lease })
+    }
+
+    /// Forgets `name`'s entry (a higher layer learnt that its placement changed): it is
+    /// retired and its managed streams end; the next use makes a new one. `false` when none
+    /// was cached.
+    pub(crate) fn forget(&self, name: &str) -> bool {
+        match self.entries.remove(name) {
+            Some((_, old)) => {
+                old.retire();
+                old.close_streams();
+                true
+            }
+            None => false,
+        }
+    }
+
     fn new_entry(&self, name: &str) -> Result<Arc<DbEntry>> {
         // A pool configured while `close_all` ran was not closed by it: refuse here too.
         if self.is_closed() {
@@ -264,6 +318,7 @@ impl Registry {
             route,
             self.usage.clone(),
             self.tick(),
+            None,
         )))
     }
 

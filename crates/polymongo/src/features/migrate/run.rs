@@ -202,6 +202,22 @@ impl<'r> Migrator<'r> {
         .await
     }
 
+    /// [`apply`](Self::apply) on a database already leased (placed by the directory).
+    pub(crate) async fn apply_on(
+        self,
+        lease: DbLease,
+        migrations: &Migrations,
+    ) -> Result<DbMigrationReport> {
+        run_on(
+            lease,
+            migrations,
+            Goal::Latest,
+            self.settings(),
+            self.counters,
+        )
+        .await
+    }
+
     /// Rolls database `db` back to version `version`: the down steps of every applied
     /// version above it, newest first, each removed from the ledger once its down steps
     /// succeeded. Same lock, checks, resumption and cancellation as [`apply`](Self::apply);

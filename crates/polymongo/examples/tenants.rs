@@ -1,0 +1,115 @@
+//! The tenant directory: a control cluster and two cells, tenants placed by the fewest
+//! tenants with a capacity on one cell, each tenant's data on its own cell, a suspension
+//! that a second instance picks up within the refresh bound, and typed errors.
+//!
+//! Starts three local test servers (control and two cells); with `MONGODB_URI` set, uses
+//! that one cluster for all three roles (the cells then differ only by name).
+//!
+//! ```text
+//! cargo run --example tenants
+//! ```
+
+use std::time::{Duration, Instant};
+
+use polymongo::tenants::{CreateTenant, TenantError};
+use polymongo::{ClusterConfig, DirectoryConfig, Error, Model, PolyMongo};
+use polymongo_testkit::TestServer;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Order {
+    item: String,
+}
+
+impl Model for Order {
+    const COLLECTION: &'static str = "orders";
+}
+
+async fn instance(control: &str, a: &str, b: &str) -> polymongo::Result<PolyMongo> {
+    PolyMongo::builder()
+        .uri(control)
+        .cluster("cell_a", ClusterConfig::new(a).capacity(3))
+        .cluster("cell_b", ClusterConfig::new(b))
+        .directory(
+            DirectoryConfig::on("main")
+                .database_prefix("shop_")
+                .refresh(Duration::from_millis(250)),
+        )
+        .build()
+        .await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut servers = Vec::new();
+    let (control, a, b) = match std::env::var("MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => {
+            let with = |name: &str| {
+                let sep = if uri.contains('?') { '&' } else { '?' };
+                format!("{uri}{sep}appName={name}")
+            };
+            (uri.clone(), with("cell_a"), with("cell_b"))
+        }
+        _ => {
+            println!("MONGODB_URI is not set: starting three local test servers…");
+            for _ in 0..3 {
+                servers.push(TestServer::start().await?);
+            }
+            (
+                servers[0].uri().to_owned(),
+                servers[1].uri().to_owned(),
+                servers[2].uri().to_owned(),
+            )
+        }
+    };
+    let poly = instance(&control, &a, &b).await?;
+    let other = instance(&control, &a, &b).await?;
+    let tenants = poly.tenants()?;
+
+    for name in ["acme", "globex", "initech", "umbrella", "hooli", "stark"] {
+        let t = tenants.create(name, CreateTenant::new()).await?;
+        println!("created {:<9} on {} ({})", t.id, t.cluster, t.database);
+        poly.tenant(name)
+            .await?
+            .model::<Order>()?
+            .insert_one(Order {
+                item: format!("first order of {name}"),
+            })
+            .await?;
+    }
+
+    // A second instance routes through the same directory.
+    let routed = other.tenant("hooli").await?;
+    println!(
+        "the other instance routes hooli to {}",
+        routed.info().cluster
+    );
+
+    let started = Instant::now();
+    tenants.suspend("hooli").await?;
+    loop {
+        match other.tenant("hooli").await {
+            Err(Error::Tenant(e)) if matches!(*e, TenantError::Suspended { .. }) => {
+                println!(
+                    "the other instance refuses suspended hooli after {:?}",
+                    started.elapsed()
+                );
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tenants.resume("hooli").await?;
+
+    for (what, result) in [
+        ("unknown tenant", poly.tenant("nobody").await.err()),
+        ("invalid id", poly.tenant("a/b").await.err()),
+    ] {
+        if let Some(e) = result {
+            println!("{what}: {e}");
+        }
+    }
+    other.close_all(Duration::from_secs(5)).await;
+    poly.close_all(Duration::from_secs(5)).await;
+    Ok(())
+}

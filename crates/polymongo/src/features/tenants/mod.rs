@@ -1,0 +1,756 @@
+//! The tenant directory: which cluster each tenant's database is on, and in which state,
+//! shared by every application instance (issue 18, first slice).
+//!
+//! ```no_run
+//! # async fn demo() -> polymongo::Result<()> {
+//! use polymongo::tenants::{CreateTenant, Placement};
+//! use polymongo::{ClusterConfig, DirectoryConfig, PolyMongo};
+//!
+//! let poly = PolyMongo::builder()
+//!     .uri("mongodb://control:27017")
+//!     .cluster("cell_a", ClusterConfig::new("mongodb://cell-a:27017").capacity(5_000))
+//!     .cluster("cell_b", ClusterConfig::new("mongodb://cell-b:27017").capacity(5_000))
+//!     .directory(DirectoryConfig::on("main").database_prefix("t_"))
+//!     .build()
+//!     .await?;
+//! let tenants = poly.tenants()?;
+//! tenants.create("acme", CreateTenant::new().placement(Placement::LeastTenants)).await?;
+//! # #[derive(serde::Deserialize, serde::Serialize)] struct User { email: String }
+//! # impl polymongo::Model for User { const COLLECTION: &'static str = "users"; }
+//! let users = poly.tenant("acme").await?.model::<User>()?; // on acme's cluster
+//! tenants.suspend("acme").await?; // every instance refuses it within `refresh`
+//! # Ok(()) }
+//! ```
+//!
+//! **The directory** is three collections in the control database (`directory.database` on
+//! `directory.cluster`): `tenants`, one document per tenant (`_id` the tenant id, `database`,
+//! `cluster`, `state`, `version`, `seq`, `labels`, times), with a unique index on
+//! `(cluster, database)`; `counters`, the change sequence; `clusters`, each cluster's tenant
+//! count, taken atomically against its capacity.
+//!
+//! **Routing**: [`PolyMongo::tenant`](crate::PolyMongo::tenant) resolves tenant → database →
+//! cluster pool. The record is kept in the database's registry entry, so a warm call is a
+//! cache lookup (no round trip); a cold one is one read by `_id`, shared by concurrent first
+//! uses of the same tenant. Suspended tenants are cached too (a fast refusal); unknown ids are
+//! not (they would be unbounded state), so each costs a read.
+//!
+//! **Every instance agrees within `directory.refresh` plus one read**: every change writes
+//! the entry's next `version` and a new `seq` from the directory's sequence. Each instance
+//! reads the entries changed since the last sequence it saw every `refresh` (default 1 s)
+//! and forgets its cached entry of any tenant whose version moved. So after a change is
+//! written, another instance may still route the tenant by its old entry for at most
+//! `refresh` plus the duration of one such read; its operations already under way finish on
+//! the old entry. A writer that took a sequence number and died before writing leaves a gap;
+//! readers wait for it up to 30 s (re-reading what follows it), then go on.
+//!
+//! **Creating** is resumable: the tenant is recorded first in state `creating` (placed, its
+//! capacity taken, its `(cluster, database)` unique), then its database is prepared
+//! (migrated to the latest version when lazy migrations are configured), then it becomes
+//! `active`. A crash in between leaves a `creating` tenant, which is not served and which
+//! the next `create` of the same id finishes.
+
+mod placement;
+mod record;
+mod store;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use mongodb::bson::Document;
+use mongodb::Database;
+use tokio::sync::{watch, OnceCell};
+
+pub use placement::{ClusterLoad, PlaceFn, Placement};
+pub use record::{TenantInfo, TenantState};
+
+pub use crate::floor::tenant_config::{
+    ClusterConfig, DirectoryConfig, DEFAULT_DIRECTORY_DATABASE, DEFAULT_DIRECTORY_REFRESH,
+    MAIN_CLUSTER,
+};
+pub use crate::floor::tenant_error::TenantError;
+
+use crate::features::migrate::counters::Counters;
+use crate::features::migrate::{Migrations, Migrator};
+use crate::floor::config::Options;
+use crate::floor::error::{Error, Result};
+use crate::floor::name::validate_database_name;
+use crate::floor::redact::redact_uri;
+use crate::handle::model::{DbHandle, Model};
+use crate::pool::cluster::{ClusterPool, PoolEnv, PoolKind};
+use crate::registry::{DbLease, Registry};
+use store::Store;
+
+/// How long a gap in the change sequence is waited for before readers go on.
+const GAP_WAIT: Duration = Duration::from_secs(30);
+
+/// One named cluster, ready.
+struct Cluster {
+    pool: Arc<ClusterPool>,
+    capacity: Option<u64>,
+    weight: u32,
+}
+
+/// The directory of one manager: its clusters, its control store, its shared cold reads.
+pub(crate) struct Directory {
+    config: DirectoryConfig,
+    clusters: BTreeMap<String, Cluster>,
+    /// Cold reads in flight, by tenant: concurrent first uses wait for one read. An entry
+    /// lives while a caller waits on it (see [`InFlight`]).
+    reading: DashMap<Box<str>, Arc<OnceCell<Arc<TenantInfo>>>>,
+    indexes: OnceCell<()>,
+}
+
+impl Directory {
+    /// The clusters' pools (made now, opened on first use) and the directory, if configured.
+    pub(crate) async fn build(
+        options: &Options,
+        env: &PoolEnv,
+        registry: &Registry,
+    ) -> Result<Option<Arc<Directory>>> {
+        let Some(config) = options.directory.clone() else {
+            return Ok(None);
+        };
+        let routes = registry.routes();
+        let mut clusters = BTreeMap::new();
+        clusters.insert(
+            MAIN_CLUSTER.to_owned(),
+            Cluster {
+                pool: Arc::clone(routes.main_pool()),
+                capacity: None,
+                weight: 1,
+            },
+        );
+        for (name, c) in &options.clusters {
+            let pool =
+                match routes.shared_pool(&c.uri) {
+                    Some(pool) => pool,
+                    None => {
+                        let client_options = options.client_options(&c.uri, None).await.map_err(
+                            |(_, message)| Error::Config {
+                                field: "clusters",
+                                message: format!("cluster {name:?}: {message}"),
+                            },
+                        )?;
+                        let pool = ClusterPool::new(
+                            redact_uri(&c.uri),
+                            PoolKind::Shared,
+                            client_options,
+                            env,
+                            None,
+                        );
+                        routes.add_shared_pool(&c.uri, Arc::new(pool))
+                    }
+                };
+            clusters.insert(
+                name.clone(),
+                Cluster {
+                    pool,
+                    capacity: c.capacity,
+                    weight: c.weight.unwrap_or(1),
+                },
+            );
+        }
+        Ok(Some(Arc::new(Directory {
+            config,
+            clusters,
+            reading: DashMap::new(),
+            indexes: OnceCell::new(),
+        })))
+    }
+
+    fn placeable(&self) -> Vec<&str> {
+        // With named clusters, tenants go there; the main cluster holds them only when it
+        // is the only one.
+        let named: Vec<&str> = self
+            .clusters
+            .keys()
+            .map(String::as_str)
+            .filter(|n| *n != MAIN_CLUSTER)
+            .collect();
+        if named.is_empty() {
+            vec![MAIN_CLUSTER]
+        } else {
+            named
+        }
+    }
+
+    async fn store(&self, registry: &Registry) -> Result<Store> {
+        let cluster =
+            self.clusters
+                .get(&self.config.cluster)
+                .ok_or_else(|| TenantError::UnknownCluster {
+                    cluster: self.config.cluster.clone(),
+                })?;
+        let (client, _) = registry.routes().client_of(&cluster.pool)?;
+        let store = Store::new(&client.database(&self.config.database));
+        self.indexes
+            .get_or_try_init(|| async { store.ensure_indexes().await })
+            .await?;
+        Ok(store)
+    }
+
+    /// The database name of tenant `id`, checked.
+    fn database_of(&self, id: &str) -> Result<String> {
+        let invalid = |problem: String| TenantError::InvalidId {
+            tenant: id.to_owned(),
+            problem,
+        };
+        if id.is_empty() {
+            return Err(invalid("empty".into()).into());
+        }
+        let name = format!("{}{id}", self.config.database_prefix);
+        validate_database_name(&name).map_err(|e| invalid(e.to_string()))?;
+        if matches!(name.as_str(), "admin" | "local" | "config") || name == self.config.database {
+            return Err(invalid(format!("database {name:?} is reserved")).into());
+        }
+        Ok(name)
+    }
+
+    fn pool_of(&self, cluster: &str) -> Result<&Arc<ClusterPool>> {
+        Ok(&self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| TenantError::UnknownCluster {
+                cluster: cluster.to_owned(),
+            })?
+            .pool)
+    }
+
+    fn decode(&self, d: &Document) -> std::result::Result<TenantInfo, TenantError> {
+        TenantInfo::from_document(d, |c| self.clusters.contains_key(c))
+    }
+}
+
+/// The record an entry was placed with, as its registry tag.
+fn record_of(lease: &DbLease) -> Option<Arc<TenantInfo>> {
+    lease
+        .entry
+        .tag()
+        .and_then(|t| Arc::clone(t).downcast::<TenantInfo>().ok())
+}
+
+/// A waiter on a shared cold read: the last one to go removes the read's entry, whether it
+/// finished or was dropped, so no entry outlives its callers.
+struct InFlight<'d> {
+    map: &'d DashMap<Box<str>, Arc<OnceCell<Arc<TenantInfo>>>>,
+    id: &'d str,
+    cell: Arc<OnceCell<Arc<TenantInfo>>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // The map's reference and ours: nobody else waits.
+        self.map.remove_if(self.id, |_, c| {
+            Arc::ptr_eq(c, &self.cell) && Arc::strong_count(c) <= 2
+        });
+    }
+}
+
+/// A tenant routed by the directory: its database on its cluster.
+#[derive(Clone)]
+pub struct Tenant {
+    lease: DbLease,
+    info: Arc<TenantInfo>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("info", &self.info).finish()
+    }
+}
+
+impl Tenant {
+    /// The directory's record as this instance has it.
+    pub fn info(&self) -> &TenantInfo {
+        &self.info
+    }
+
+    /// Model `T`'s collection in the tenant's database. No I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for an invalid [`Model::COLLECTION`].
+    pub fn model<T: Model>(&self) -> Result<DbHandle<T>> {
+        crate::handle::model::ModelHandle::<T>::on_lease(self.lease.clone())
+    }
+
+    /// The driver's handle on the tenant's database.
+    pub fn database(&self) -> &Database {
+        &self.lease.entry.database
+    }
+}
+
+/// Options of [`Tenants::create`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateTenant {
+    placement: Placement,
+    labels: Document,
+}
+
+impl CreateTenant {
+    /// Default: [`Placement::LeastTenants`], no labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How the cluster is chosen.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// The application's labels, stored with the tenant.
+    pub fn labels(mut self, labels: Document) -> Self {
+        self.labels = labels;
+        self
+    }
+}
+
+/// The directory's operations. Made by [`PolyMongo::tenants`](crate::PolyMongo::tenants);
+/// cheap to clone.
+#[derive(Clone)]
+pub struct Tenants {
+    dir: Arc<Directory>,
+    registry: Arc<Registry>,
+    counters: Arc<Counters>,
+    migrations: Option<Migrations>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants")
+            .field("directory", &self.dir.config)
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Tenants {
+    pub(crate) fn new(
+        dir: Arc<Directory>,
+        registry: Arc<Registry>,
+        counters: Arc<Counters>,
+        migrations: Option<Migrations>,
+    ) -> Self {
+        Self {
+            dir,
+            registry,
+            counters,
+            migrations,
+        }
+    }
+
+    /// Cold reads of the directory going on now (each shared by the callers routing the
+    /// same tenant). Per-tenant state that lives only while someone waits on it.
+    pub fn reads_in_flight(&self) -> usize {
+        self.dir.reading.len()
+    }
+
+    /// Tenant `id` as the directory has it now (one read; no cache).
+    ///
+    /// # Errors
+    /// [`TenantError::InvalidId`], [`TenantError::Unknown`], [`TenantError::InvalidRecord`],
+    /// driver errors.
+    pub async fn get(&self, id: &str) -> Result<TenantInfo> {
+        self.dir.database_of(id)?;
+        let store = self.dir.store(&self.registry).await?;
+        match store.get(id).await? {
+            Some(d) => Ok(self.dir.decode(&d)?),
+            None => Err(TenantError::Unknown {
+                tenant: id.to_owned(),
+            }
+            .into()),
+        }
+    }
+
+    /// Routes tenant `id`: its database on its cluster's pool, from this instance's cache
+    /// when it has the entry (no round trip), else from one read of the directory shared
+    /// by concurrent callers.
+    ///
+    /// # Errors
+    /// [`TenantError::InvalidId`], [`TenantError::Unknown`], [`TenantError::Suspended`],
+    /// [`TenantError::NotServing`] (being created), [`TenantError::InvalidRecord`],
+    /// [`Error::Closed`], driver errors reading the directory.
+    pub async fn route(&self, id: &str) -> Result<Tenant> {
+        let database = self.dir.database_of(id)?;
+        if let Some(lease) = self.registry.lease_cached(&database) {
+            if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
+                return serving(Tenant { lease, info });
+            }
+        }
+        self.route_cold(id, &database).await
+    }
+
+    async fn route_cold(&self, id: &str, database: &str) -> Result<Tenant> {
+        let cell = Arc::clone(
+            self.dir
+                .reading
+                .entry(id.into())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .value(),
+        );
+        let waiter = InFlight {
+            map: &self.dir.reading,
+            id,
+            cell,
+        };
+        let info = waiter
+            .cell
+            .get_or_try_init(|| async {
+                let store = self.dir.store(&self.registry).await?;
+                let doc = store.get(id).await?.ok_or_else(|| TenantError::Unknown {
+                    tenant: id.to_owned(),
+                })?;
+                let info = self.dir.decode(&doc)?;
+                if info.database != database {
+                    return Err(Error::from(TenantError::InvalidRecord {
+                        tenant: id.to_owned(),
+                        field: "database".into(),
+                        problem: format!(
+                            "{:?} is not the tenant's database name {database:?}",
+                            info.database
+                        ),
+                    }));
+                }
+                Ok(Arc::new(info))
+            })
+            .await?;
+        let info = Arc::clone(info);
+        drop(waiter);
+        // Another caller may have placed it from the same read already.
+        if let Some(lease) = self.registry.lease_cached(database) {
+            if let Some(cached) = record_of(&lease) {
+                if cached.version >= info.version && cached.id == id {
+                    return serving(Tenant {
+                        lease,
+                        info: cached,
+                    });
+                }
+            }
+        }
+        let pool = self.dir.pool_of(&info.cluster)?;
+        let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&info) as _;
+        let lease = self.registry.place(database, pool, tag)?;
+        serving(Tenant { lease, info })
+    }
+
+    /// Creates tenant `id`: chooses its cluster by the placement (capacities respected),
+    /// records it as `creating`, prepares its database (migrated to the latest version when
+    /// lazy migrations are configured), then makes it `active`. Resumes a `creating` tenant
+    /// left by a crash. A tenant that exists and is not `creating` is refused.
+    ///
+    /// # Errors
+    /// [`TenantError::InvalidId`], [`TenantError::AlreadyExists`],
+    /// [`TenantError::UnknownCluster`] (an explicit placement), [`TenantError::FleetFull`],
+    /// a failed migration ([`Error::Migration`]; the tenant stays `creating`), driver errors.
+    ///
+    /// The work is a task of its own: dropping this future does not cut it between taking a
+    /// cluster's place and recording the tenant (which would leak the place); the create
+    /// goes on to its end.
+    pub async fn create(&self, id: &str, options: CreateTenant) -> Result<TenantInfo> {
+        let this = self.clone();
+        let id = id.to_owned();
+        match tokio::spawn(async move { this.create_now(&id, options).await }).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    async fn create_now(&self, id: &str, options: CreateTenant) -> Result<TenantInfo> {
+        let database = self.dir.database_of(id)?;
+        if let Placement::On(name) = &options.placement {
+            if !self.dir.clusters.contains_key(name) {
+                return Err(TenantError::UnknownCluster {
+                    cluster: name.clone(),
+                }
+                .into());
+            }
+        }
+        let store = self.dir.store(&self.registry).await?;
+        let info = match store.get(id).await? {
+            Some(d) => self.dir.decode(&d)?,
+            None => self.record_new(&store, id, &database, &options).await?,
+        };
+        if info.state != TenantState::Creating {
+            return Err(TenantError::AlreadyExists {
+                tenant: id.to_owned(),
+                state: info.state.as_str().to_owned(),
+            }
+            .into());
+        }
+        self.prepare(&info).await?;
+        let seq = store.next_seq().await?;
+        let done = store
+            .set_state(id, &["creating"], "active", seq, now_ms())
+            .await?;
+        match done {
+            Some(d) => Ok(self.dir.decode(&d)?),
+            // Another instance finished the same create meanwhile.
+            None => self.get(id).await,
+        }
+    }
+
+    /// Places a new tenant and records it as `creating`; a concurrent create of the same id
+    /// by another instance wins or loses on the directory's unique `_id`.
+    async fn record_new(
+        &self,
+        store: &Store,
+        id: &str,
+        database: &str,
+        options: &CreateTenant,
+    ) -> Result<TenantInfo> {
+        let counts = store.counts().await?;
+        let loads: BTreeMap<String, ClusterLoad> = self
+            .dir
+            .placeable()
+            .into_iter()
+            .chain(match &options.placement {
+                Placement::On(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .filter_map(|name| {
+                let c = self.dir.clusters.get(name)?;
+                Some((
+                    name.to_owned(),
+                    ClusterLoad {
+                        name: name.to_owned(),
+                        tenants: counts.get(name).copied().unwrap_or(0),
+                        capacity: c.capacity,
+                        weight: c.weight,
+                    },
+                ))
+            })
+            .collect();
+        let mut cluster = None;
+        for name in options.placement.order(&loads) {
+            let capacity = self.dir.clusters.get(&name).and_then(|c| c.capacity);
+            if store.reserve(&name, capacity).await? {
+                cluster = Some(name);
+                break;
+            }
+        }
+        let Some(cluster) = cluster else {
+            return Err(TenantError::FleetFull {
+                clusters: loads.into_keys().collect(),
+            }
+            .into());
+        };
+        let now = now_ms();
+        let info = TenantInfo {
+            id: id.to_owned(),
+            database: database.to_owned(),
+            cluster: cluster.clone(),
+            state: TenantState::Creating,
+            version: 1,
+            seq: store.next_seq().await?,
+            labels: options.labels.clone(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        if store.insert(info.to_document()).await? {
+            return Ok(info);
+        }
+        // Taken meanwhile: give the place back, and go on with what is recorded.
+        store.release(&cluster).await?;
+        match store.get(id).await? {
+            Some(d) => Ok(self.dir.decode(&d)?),
+            None => Err(TenantError::AlreadyExists {
+                tenant: id.to_owned(),
+                state: format!("database {database:?} taken on {cluster}"),
+            }
+            .into()),
+        }
+    }
+
+    /// The tenant's database made ready on its cluster: migrated when migrations are
+    /// configured (resumable through the ledger), else created with a first write.
+    async fn prepare(&self, info: &TenantInfo) -> Result<()> {
+        let pool = self.dir.pool_of(&info.cluster)?;
+        let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::new(info.clone());
+        let lease = self.registry.place(&info.database, pool, tag)?;
+        match &self.migrations {
+            Some(migrations) => {
+                let report = Migrator::new(&self.registry, &self.counters)
+                    .apply_on(lease.clone(), migrations)
+                    .await?;
+                if let Some(f) = report.failed {
+                    return Err(crate::floor::migration_error::MigrationError::Failed {
+                        database: info.database.clone(),
+                        version: f.version,
+                        name: f.name,
+                        step: f.step,
+                        message: f.error.to_string(),
+                    }
+                    .into());
+                }
+            }
+            None => {
+                // MongoDB creates a database with its first collection.
+                let _ = lease
+                    .entry
+                    .database
+                    .create_collection(crate::features::migrate::MIGRATIONS_COLLECTION)
+                    .await;
+            }
+        }
+        // The `creating` record must not stay cached as this instance's route.
+        self.registry.forget(&info.database);
+        Ok(())
+    }
+
+    /// Suspends tenant `id`: every instance refuses it ([`TenantError::Suspended`]) within
+    /// the directory's refresh bound; this one at once.
+    ///
+    /// # Errors
+    /// [`TenantError::WrongState`] unless it is active, [`TenantError::Unknown`], driver
+    /// errors.
+    pub async fn suspend(&self, id: &str) -> Result<TenantInfo> {
+        self.change(id, "active", "suspended", "suspend").await
+    }
+
+    /// Resumes a suspended tenant.
+    ///
+    /// # Errors
+    /// As [`suspend`](Self::suspend), unless it is suspended.
+    pub async fn resume(&self, id: &str) -> Result<TenantInfo> {
+        self.change(id, "suspended", "active", "resume").await
+    }
+
+    async fn change(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        wanted: &'static str,
+    ) -> Result<TenantInfo> {
+        let database = self.dir.database_of(id)?;
+        let store = self.dir.store(&self.registry).await?;
+        let seq = store.next_seq().await?;
+        match store.set_state(id, &[from], to, seq, now_ms()).await? {
+            Some(d) => {
+                self.registry.forget(&database);
+                Ok(self.dir.decode(&d)?)
+            }
+            None => {
+                let now = self.get(id).await?;
+                Err(TenantError::WrongState {
+                    tenant: id.to_owned(),
+                    state: now.state.as_str().to_owned(),
+                    wanted,
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// The routed tenant, or why it is not served.
+fn serving(t: Tenant) -> Result<Tenant> {
+    match t.info.state {
+        TenantState::Active => Ok(t),
+        TenantState::Suspended => Err(TenantError::Suspended {
+            tenant: t.info.id.clone(),
+        }
+        .into()),
+        other => Err(TenantError::NotServing {
+            tenant: t.info.id.clone(),
+            state: other.as_str().to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// Keeps this instance's cached entries in step with the directory: every `refresh`, reads
+/// the entries changed since the last sequence seen and forgets the cached entries whose
+/// version moved. Ends when the manager closes or is dropped.
+pub(crate) fn spawn_refresher(
+    runtime: &tokio::runtime::Handle,
+    dir: Arc<Directory>,
+    registry: std::sync::Weak<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    runtime.spawn(async move {
+        let mut reader = ChangeReader::default();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(dir.config.refresh) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            if let Err(e) = reader.poll(&dir, &registry).await {
+                tracing::debug!(error = %e, "directory refresh failed; next one retries");
+            }
+        }
+    });
+}
+
+/// The change sequence read so far: everything up to `floor` was seen; above it, what was
+/// seen while a gap (a sequence number taken by a writer not written yet) is waited for.
+#[derive(Default)]
+struct ChangeReader {
+    floor: u64,
+    gap_since: Option<(u64, Instant)>,
+}
+
+impl ChangeReader {
+    async fn poll(&mut self, dir: &Directory, registry: &Registry) -> Result<()> {
+        let store = dir.store(registry).await?;
+        let changed = store.changes_since(self.floor).await?;
+        let mut seen = HashSet::new();
+        for d in &changed {
+            let Ok(info) = dir.decode(d) else {
+                // An invalid entry is refused where it is routed; here only its version
+                // matters, and without one the cached entry (if any) is dropped anyway.
+                if let Ok(db) = d.get_str("database") {
+                    registry.forget(db);
+                }
+                continue;
+            };
+            seen.insert(info.seq);
+            if let Some(entry) = registry.peek(&info.database) {
+                let stale = entry
+                    .tag()
+                    .and_then(|t| t.downcast_ref::<TenantInfo>())
+                    .is_none_or(|cached| cached.version < info.version);
+                if stale {
+                    registry.forget(&info.database);
+                }
+            }
+        }
+        // Move the floor over every sequence number seen without a gap; wait for a gap
+        // up to GAP_WAIT, then go past it.
+        let top = seen.iter().copied().max().unwrap_or(self.floor);
+        while self.floor < top {
+            let next = self.floor + 1;
+            if seen.contains(&next) {
+                self.floor = next;
+                self.gap_since = None;
+                continue;
+            }
+            match self.gap_since {
+                Some((at, since)) if at == next && since.elapsed() >= GAP_WAIT => {
+                    self.floor = next;
+                    self.gap_since = None;
+                }
+                Some((at, _)) if at == next => break,
+                _ => {
+                    self.gap_since = Some((next, Instant::now()));
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}

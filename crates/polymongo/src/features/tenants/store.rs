@@ -1,0 +1,190 @@
+//! The directory's collections on the control cluster: `tenants` (one document per tenant,
+//! unique `(cluster, database)`), `counters` (the change sequence), `clusters` (each
+//! cluster's tenant count, which is also its capacity reservation).
+
+use std::collections::BTreeMap;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{ErrorKind as DriverKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::floor::error::Result;
+
+/// Tenants' documents.
+pub(crate) const TENANTS: &str = "tenants";
+/// The change sequence.
+pub(crate) const COUNTERS: &str = "counters";
+/// Tenants per cluster.
+pub(crate) const CLUSTERS: &str = "clusters";
+
+#[derive(Clone)]
+pub(crate) struct Store {
+    tenants: Collection<Document>,
+    counters: Collection<Document>,
+    clusters: Collection<Document>,
+}
+
+/// Whether the server refused a write for a duplicate key (code 11000).
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        DriverKind::Command(c) => c.code == 11000,
+        DriverKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+fn as_u64(b: Option<&Bson>) -> u64 {
+    match b {
+        Some(Bson::Int64(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(Bson::Int32(i)) => u64::try_from(*i).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Store {
+    pub(crate) fn new(db: &Database) -> Self {
+        Self {
+            tenants: db.collection(TENANTS),
+            counters: db.collection(COUNTERS),
+            clusters: db.collection(CLUSTERS),
+        }
+    }
+
+    /// The indexes the directory's rules rest on: one tenant per `(cluster, database)`, and
+    /// the change sequence for readers of changes.
+    pub(crate) async fn ensure_indexes(&self) -> Result<()> {
+        self.tenants
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! { "cluster": 1, "database": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .name("cluster_database_unique".to_owned())
+                            .build(),
+                    )
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "seq": 1 })
+                    .options(IndexOptions::builder().name("seq".to_owned()).build())
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Document>> {
+        Ok(self.tenants.find_one(doc! { "_id": id }).await?)
+    }
+
+    /// The next value of the change sequence.
+    pub(crate) async fn next_seq(&self) -> Result<u64> {
+        let d = self
+            .counters
+            .find_one_and_update(doc! { "_id": "seq" }, doc! { "$inc": { "value": 1_i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await?;
+        Ok(as_u64(d.as_ref().and_then(|d| d.get("value"))))
+    }
+
+    /// Inserts a new tenant's document; `false` when the tenant id or its
+    /// `(cluster, database)` is taken.
+    pub(crate) async fn insert(&self, d: Document) -> Result<bool> {
+        match self.tenants.insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves tenant `id` from one of `from` to `to`, with a new version and sequence; the
+    /// document after, or `None` when it was not in one of `from`.
+    pub(crate) async fn set_state(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<Option<Document>> {
+        let d = self
+            .tenants
+            .find_one_and_update(
+                doc! { "_id": id, "state": { "$in": from } },
+                doc! {
+                    "$set": {
+                        "state": to,
+                        "seq": i64::try_from(seq).unwrap_or(i64::MAX),
+                        "updated_at_ms": now_ms,
+                    },
+                    "$inc": { "version": 1_i64 },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await?;
+        Ok(d)
+    }
+
+    /// Documents changed after sequence `floor`, in sequence order.
+    pub(crate) async fn changes_since(&self, floor: u64) -> Result<Vec<Document>> {
+        let floor = i64::try_from(floor).unwrap_or(i64::MAX);
+        Ok(self
+            .tenants
+            .find(doc! { "seq": { "$gt": floor } })
+            .sort(doc! { "seq": 1 })
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Takes one place on `cluster` if it has fewer than `capacity` tenants (no bound:
+    /// always); `false` when it is full. Atomic: two instances cannot both take the last
+    /// place.
+    pub(crate) async fn reserve(&self, cluster: &str, capacity: Option<u64>) -> Result<bool> {
+        let filter = match capacity {
+            Some(cap) => doc! {
+                "_id": cluster,
+                "tenants": { "$lt": i64::try_from(cap).unwrap_or(i64::MAX) },
+            },
+            None => doc! { "_id": cluster },
+        };
+        let taken = self
+            .clusters
+            .find_one_and_update(filter, doc! { "$inc": { "tenants": 1_i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match taken {
+            // Some emulators answer a failed upsert with no document instead of a duplicate
+            // key (the test kit's QUIRKS.md): both mean full.
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => Ok(false),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives back a place taken by [`reserve`](Self::reserve) (a create that did not
+    /// happen).
+    pub(crate) async fn release(&self, cluster: &str) -> Result<()> {
+        self.clusters
+            .update_one(
+                doc! { "_id": cluster },
+                doc! { "$inc": { "tenants": -1_i64 } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Tenants placed per cluster (the reservations).
+    pub(crate) async fn counts(&self) -> Result<BTreeMap<String, u64>> {
+        let docs: Vec<Document> = self.clusters.find(doc! {}).await?.try_collect().await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), as_u64(d.get("tenants")))))
+            .collect())
+    }
+}

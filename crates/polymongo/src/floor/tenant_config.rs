@@ -1,0 +1,248 @@
+//! Named clusters and the tenant directory, as options (code or TOML).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use mongodb::options::ConnectionString;
+use serde::{Deserialize, Serialize};
+
+use crate::floor::error::{Error, Result};
+use crate::floor::name::validate_database_name;
+use crate::floor::redact::redact_uri;
+
+/// The name that stands for the main cluster (the `uri` option) wherever a cluster is named.
+pub const MAIN_CLUSTER: &str = "main";
+
+/// Default database of the directory on its cluster.
+pub const DEFAULT_DIRECTORY_DATABASE: &str = "polymongo_directory";
+
+/// Default time between two reads of the directory's changes (see
+/// [`DirectoryConfig::refresh`]).
+pub const DEFAULT_DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
+
+/// Shortest directory refresh accepted.
+pub const MIN_DIRECTORY_REFRESH: Duration = Duration::from_millis(10);
+
+/// A named cluster tenants can be placed on.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Its connection string. Required.
+    pub uri: String,
+    /// Most tenants placed on it; `None`: no bound. At least 1.
+    pub capacity: Option<u64>,
+    /// Relative share of new tenants under [`Placement::Weighted`]
+    /// (crate::tenants::Placement::Weighted); default 1.
+    pub weight: Option<u32>,
+}
+
+impl ClusterConfig {
+    /// A cluster at `uri`, without capacity bound.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Most tenants placed on it.
+    pub fn capacity(mut self, tenants: u64) -> Self {
+        self.capacity = Some(tenants);
+        self
+    }
+
+    /// Its weight for weighted placement.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("capacity", &self.capacity)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+/// Where the tenant directory lives and how each instance keeps its copy current.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The cluster holding it: a name of the `clusters` option, or `"main"`.
+    pub cluster: String,
+    /// Its database there. Default [`DEFAULT_DIRECTORY_DATABASE`].
+    pub database: String,
+    /// Put in front of a tenant id to make its database name (`""`: the id is the name).
+    pub database_prefix: String,
+    /// Time between two reads of the directory's changes: a change made by one instance
+    /// reaches the others within this plus one read (see [`tenants`](crate::tenants)).
+    /// Default 1 s; at least 10 ms.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            cluster: MAIN_CLUSTER.to_owned(),
+            database: DEFAULT_DIRECTORY_DATABASE.to_owned(),
+            database_prefix: String::new(),
+            refresh: DEFAULT_DIRECTORY_REFRESH,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// A directory on cluster `cluster` (a name of the `clusters` option, or `"main"`).
+    pub fn on(cluster: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Its database.
+    pub fn database(mut self, name: impl Into<String>) -> Self {
+        self.database = name.into();
+        self
+    }
+
+    /// The prefix of tenant database names.
+    pub fn database_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.database_prefix = prefix.into();
+        self
+    }
+
+    /// The refresh interval.
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
+    }
+}
+
+fn config(field: &'static str, message: impl Into<String>) -> Error {
+    Error::Config {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks the clusters and the directory. Errors name the field and the cluster.
+pub(crate) fn validate(
+    clusters: &BTreeMap<String, ClusterConfig>,
+    directory: Option<&DirectoryConfig>,
+) -> Result<()> {
+    for (name, c) in clusters {
+        if name == MAIN_CLUSTER {
+            return Err(config(
+                "clusters",
+                format!("{MAIN_CLUSTER:?} names the main cluster (the `uri` option); choose another name"),
+            ));
+        }
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(config(
+                "clusters",
+                format!("cluster name {name:?}: use letters, digits, '_' and '-'"),
+            ));
+        }
+        ConnectionString::parse(&c.uri).map_err(|_| {
+            config(
+                "clusters",
+                format!(
+                    "cluster {name:?}: uri {} is not a connection string",
+                    redact_uri(&c.uri)
+                ),
+            )
+        })?;
+        if c.capacity == Some(0) {
+            return Err(config(
+                "clusters",
+                format!("cluster {name:?}: capacity must be at least 1"),
+            ));
+        }
+        if c.weight == Some(0) {
+            return Err(config(
+                "clusters",
+                format!("cluster {name:?}: weight must be at least 1"),
+            ));
+        }
+    }
+    let Some(d) = directory else {
+        return Ok(());
+    };
+    if d.cluster != MAIN_CLUSTER && !clusters.contains_key(&d.cluster) {
+        return Err(config(
+            "directory.cluster",
+            format!(
+                "{:?} is not a cluster of the `clusters` option (nor \"main\")",
+                d.cluster
+            ),
+        ));
+    }
+    validate_database_name(&d.database).map_err(|e| config("directory.database", e.to_string()))?;
+    if !d.database_prefix.is_empty() {
+        validate_database_name(&d.database_prefix)
+            .map_err(|e| config("directory.database_prefix", e.to_string()))?;
+    }
+    if d.refresh < MIN_DIRECTORY_REFRESH {
+        return Err(config(
+            "directory.refresh",
+            format!("must be at least {MIN_DIRECTORY_REFRESH:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::floor::config::Options;
+
+    #[test]
+    fn clusters_and_the_directory_come_from_toml_and_are_checked() {
+        let options: Options = toml::from_str(
+            r#"
+            uri = "mongodb://control:27017"
+            [clusters.cell_a]
+            uri = "mongodb://a:27017"
+            capacity = 5000
+            [clusters.cell_b]
+            uri = "mongodb://b:27017"
+            weight = 2
+            [directory]
+            cluster = "main"
+            database_prefix = "t_"
+            refresh = "500ms"
+            "#,
+        )
+        .expect("valid TOML");
+        assert_eq!(options.clusters["cell_a"].capacity, Some(5000));
+        let d = options.directory.as_ref().expect("directory");
+        assert_eq!(d.refresh, std::time::Duration::from_millis(500));
+        assert_eq!(d.database, super::DEFAULT_DIRECTORY_DATABASE);
+        assert!(options.validate().is_ok());
+
+        let mut bad = options.clone();
+        if let Some(d) = bad.directory.as_mut() {
+            d.cluster = "cell_z".into();
+        }
+        assert!(bad.validate().unwrap_err().to_string().contains("cell_z"));
+        let mut bad = options.clone();
+        if let Some(c) = bad.clusters.get_mut("cell_b") {
+            c.capacity = Some(0);
+        }
+        assert!(bad.validate().unwrap_err().to_string().contains("cell_b"));
+        let typo: Result<Options, _> = toml::from_str(
+            "uri = \"mongodb://x\"\n[clusters.a]\nuri = \"mongodb://a\"\ncapacty = 3\n",
+        );
+        assert!(typo.is_err(), "unknown fields are refused");
+    }
+}

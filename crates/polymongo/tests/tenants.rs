@@ -1,0 +1,508 @@
+//! The tenant directory over three test-kit servers (a control cluster and two cells), with
+//! several manager instances: placement and capacity, data only on its cluster, suspension
+//! seen by another instance within the documented bound, concurrent creates, resumed
+//! creates, bad input. Effects checked with raw clients.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::Client;
+use polymongo::tenants::{CreateTenant, Placement, TenantError};
+use polymongo::{ClusterConfig, DirectoryConfig, Error, Model, PolyMongo};
+use polymongo_testkit::TestServer;
+use serde::{Deserialize, Serialize};
+
+use common::{raw, server};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Note {
+    tenant: String,
+}
+
+impl Model for Note {
+    const COLLECTION: &'static str = "notes";
+}
+
+struct Fleet {
+    control: TestServer,
+    a: TestServer,
+    b: TestServer,
+}
+
+async fn fleet() -> Fleet {
+    Fleet {
+        control: server().await,
+        a: server().await,
+        b: server().await,
+    }
+}
+
+/// A manager on the fleet: directory on the control (main) cluster, tenants on cells a
+/// (capacity `cap_a`) and b.
+async fn instance(f: &Fleet, cap_a: Option<u64>, refresh: Duration) -> PolyMongo {
+    let mut a = ClusterConfig::new(f.a.uri());
+    a.capacity = cap_a;
+    PolyMongo::builder()
+        .uri(f.control.uri())
+        .max_pool_size(16)
+        .cluster("cell_a", a)
+        .cluster("cell_b", ClusterConfig::new(f.b.uri()))
+        .directory(
+            DirectoryConfig::on("main")
+                .database_prefix("t_")
+                .refresh(refresh),
+        )
+        .build()
+        .await
+        .expect("manager")
+}
+
+fn tenant_error(e: &Error) -> &TenantError {
+    match e {
+        Error::Tenant(t) => t,
+        other => panic!("expected a tenant error, got {other}"),
+    }
+}
+
+async fn databases(client: &Client) -> BTreeSet<String> {
+    client
+        .list_database_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("t_"))
+        .collect()
+}
+
+async fn directory_docs(f: &Fleet) -> Vec<Document> {
+    let raw = raw(&f.control).await;
+    let cursor = raw
+        .database("polymongo_directory")
+        .collection::<Document>("tenants")
+        .find(doc! {})
+        .await
+        .unwrap();
+    futures_util::TryStreamExt::try_collect(cursor)
+        .await
+        .unwrap()
+}
+
+/// Places taken on every cluster, from the directory's `clusters` collection.
+async fn places_taken(f: &Fleet) -> i64 {
+    let raw = raw(&f.control).await;
+    let cursor = raw
+        .database("polymongo_directory")
+        .collection::<Document>("clusters")
+        .find(doc! {})
+        .await
+        .unwrap();
+    let counts: Vec<Document> = futures_util::TryStreamExt::try_collect(cursor)
+        .await
+        .unwrap();
+    counts
+        .iter()
+        .map(|d| {
+            let t = d.get("tenants").unwrap();
+            t.as_i64().or(t.as_i32().map(i64::from)).unwrap()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn placement_spreads_new_tenants_respects_capacity_and_data_stays_on_its_cluster() {
+    let f = fleet().await;
+    let poly = instance(&f, Some(300), Duration::from_secs(1)).await;
+    let ids: Vec<String> = (0..1000).map(|i| format!("c{i:04}")).collect();
+    let created: Vec<_> = futures_util::stream::iter(ids.iter())
+        .map(|id| {
+            let poly = poly.clone();
+            async move {
+                let info = poly.tenants()?.create(id, CreateTenant::new()).await?;
+                let note = poly.tenant(id).await?.model::<Note>()?;
+                note.insert_one(Note { tenant: id.clone() }).await?;
+                Ok::<_, Error>(info)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut by_cluster: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for info in created {
+        let info = info.expect("created and written");
+        by_cluster
+            .entry(info.cluster)
+            .or_default()
+            .insert(info.database);
+    }
+    let on_a = by_cluster.get("cell_a").cloned().unwrap_or_default();
+    let on_b = by_cluster.get("cell_b").cloned().unwrap_or_default();
+    assert_eq!(
+        (on_a.len(), on_b.len()),
+        (300, 700),
+        "capacity 300 on a, the rest on b"
+    );
+    // Each tenant's database exists on its cluster only.
+    assert_eq!(databases(&raw(&f.a).await).await, on_a);
+    assert_eq!(databases(&raw(&f.b).await).await, on_b);
+    assert!(databases(&raw(&f.control).await).await.is_empty());
+    let docs = directory_docs(&f).await;
+    assert_eq!(docs.len(), 1000);
+    assert!(docs.iter().all(|d| d.get_str("state") == Ok("active")));
+    // The next tenant does not fit on a: b.
+    let next = poly
+        .tenants()
+        .unwrap()
+        .create("c1000", CreateTenant::new())
+        .await
+        .unwrap();
+    assert_eq!(next.cluster, "cell_b");
+    let full = poly
+        .tenants()
+        .unwrap()
+        .create(
+            "c1001",
+            CreateTenant::new().placement(Placement::On("cell_a".into())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(tenant_error(&full), TenantError::FleetFull { .. }),
+        "{full}"
+    );
+}
+
+#[tokio::test]
+async fn a_suspension_made_through_one_instance_is_refused_by_another_within_the_bound() {
+    let f = fleet().await;
+    let refresh = Duration::from_millis(200);
+    let (a, b) = (
+        instance(&f, None, refresh).await,
+        instance(&f, None, refresh).await,
+    );
+    a.tenants()
+        .unwrap()
+        .create("acme", CreateTenant::new())
+        .await
+        .unwrap();
+    // B routes it: its entry is cached from now on.
+    b.tenant("acme").await.unwrap();
+    let suspended_at = Instant::now();
+    a.tenants().unwrap().suspend("acme").await.unwrap();
+    // A refuses at once.
+    let e = a.tenant("acme").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&e), TenantError::Suspended { .. }),
+        "{e}"
+    );
+    // B within the documented bound: refresh plus one read of the directory (a generous
+    // second for that read on a loaded machine).
+    let bound = refresh + Duration::from_secs(1);
+    let seen = loop {
+        match b.tenant("acme").await {
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => {
+                break suspended_at.elapsed()
+            }
+            Ok(_) => {}
+            Err(other) => panic!("{other}"),
+        }
+        assert!(
+            suspended_at.elapsed() < bound * 5,
+            "B still serves the suspended tenant after {:?}",
+            suspended_at.elapsed()
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(seen <= bound, "B refused after {seen:?}, bound {bound:?}");
+    a.tenants().unwrap().resume("acme").await.unwrap();
+    let deadline = Instant::now() + bound * 5;
+    while b.tenant("acme").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "B never served the resumed tenant"
+        );
+        tokio::task::yield_now().await;
+    }
+    let twice = a.tenants().unwrap().resume("acme").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&twice), TenantError::WrongState { .. }),
+        "{twice}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_the_same_tenants_by_two_instances_leave_one_entry_each() {
+    let f = fleet().await;
+    let (a, b) = (
+        instance(&f, None, Duration::from_secs(1)).await,
+        instance(&f, None, Duration::from_secs(1)).await,
+    );
+    let ids: Vec<String> = (0..20).map(|i| format!("dup{i}")).collect();
+    let both = ids.iter().flat_map(|id| {
+        [&a, &b].map(|p| {
+            let (p, id) = (p.clone(), id.clone());
+            async move { p.tenants().unwrap().create(&id, CreateTenant::new()).await }
+        })
+    });
+    for r in futures_util::future::join_all(both).await {
+        match r {
+            Ok(info) => assert_eq!(info.state, polymongo::tenants::TenantState::Active),
+            Err(e) => assert!(
+                matches!(tenant_error(&e), TenantError::AlreadyExists { .. }),
+                "{e}"
+            ),
+        }
+    }
+    let docs = directory_docs(&f).await;
+    assert_eq!(docs.len(), 20, "one entry per tenant");
+    // The places taken match the tenants recorded (a loser gives its place back).
+    let total = places_taken(&f).await;
+    assert_eq!(total, 20);
+}
+
+#[tokio::test]
+async fn a_create_left_half_done_is_not_served_and_the_next_create_finishes_it() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    // What a crash after the record leaves: a `creating` entry.
+    let raw_control = raw(&f.control).await;
+    raw_control
+        .database("polymongo_directory")
+        .collection::<Document>("tenants")
+        .insert_one(doc! {
+            "_id": "half", "database": "t_half", "cluster": "cell_b", "state": "creating",
+            "version": 1_i64, "seq": 0_i64, "labels": {}, "created_at_ms": 0_i64,
+            "updated_at_ms": 0_i64,
+        })
+        .await
+        .unwrap();
+    let e = poly.tenant("half").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&e), TenantError::NotServing { .. }),
+        "{e}"
+    );
+    let info = poly
+        .tenants()
+        .unwrap()
+        .create("half", CreateTenant::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.state, info.cluster.as_str()),
+        (polymongo::tenants::TenantState::Active, "cell_b")
+    );
+    poly.tenant("half")
+        .await
+        .unwrap()
+        .model::<Note>()
+        .unwrap()
+        .insert_one(Note {
+            tenant: "half".into(),
+        })
+        .await
+        .unwrap();
+    assert!(databases(&raw(&f.b).await).await.contains("t_half"));
+    let again = poly
+        .tenants()
+        .unwrap()
+        .create("half", CreateTenant::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(tenant_error(&again), TenantError::AlreadyExists { .. }),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_typed_error_naming_what_is_wrong() {
+    let f = fleet().await;
+    // Options.
+    let bad_cluster = PolyMongo::builder()
+        .uri(f.control.uri())
+        .directory(DirectoryConfig::on("nowhere"))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            bad_cluster,
+            Error::Config {
+                field: "directory.cluster",
+                ..
+            }
+        ),
+        "{bad_cluster}"
+    );
+    let zero = PolyMongo::builder()
+        .uri(f.control.uri())
+        .cluster("cell_a", ClusterConfig::new(f.a.uri()).capacity(0))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        zero.to_string().contains("capacity must be at least 1"),
+        "{zero}"
+    );
+    let no_dir = PolyMongo::builder()
+        .uri(f.control.uri())
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        matches!(no_dir.tenant("x").await.unwrap_err(), Error::Tenant(t) if *t == TenantError::NoDirectory)
+    );
+
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    let tenants = poly.tenants().unwrap();
+    for id in ["", "a/b", "a.b c", "x\0"] {
+        let e = tenants.create(id, CreateTenant::new()).await.unwrap_err();
+        assert!(
+            matches!(tenant_error(&e), TenantError::InvalidId { .. }),
+            "{id:?}: {e}"
+        );
+    }
+    let unknown = poly.tenant("ghost").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&unknown), TenantError::Unknown { .. }),
+        "{unknown}"
+    );
+    let nowhere = tenants
+        .create(
+            "x1",
+            CreateTenant::new().placement(Placement::On("cell_z".into())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(tenant_error(&nowhere), TenantError::UnknownCluster { .. }),
+        "{nowhere}"
+    );
+
+    // An entry edited by hand into an invalid state: named, never a panic.
+    tenants.create("edited", CreateTenant::new()).await.unwrap();
+    raw(&f.control)
+        .await
+        .database("polymongo_directory")
+        .collection::<Document>("tenants")
+        .update_one(
+            doc! { "_id": "edited" },
+            doc! { "$set": { "state": "paused" } },
+        )
+        .await
+        .unwrap();
+    let fresh = instance(&f, None, Duration::from_secs(1)).await;
+    let e = fresh.tenant("edited").await.unwrap_err();
+    match tenant_error(&e) {
+        TenantError::InvalidRecord { tenant, field, .. } => {
+            assert_eq!((tenant.as_str(), field.as_str()), ("edited", "state"))
+        }
+        other => panic!("{other}"),
+    }
+    // Reserved names: with no prefix, an id mapping onto admin or the directory's database.
+    let bare = PolyMongo::builder()
+        .uri(f.control.uri())
+        .directory(DirectoryConfig::on("main"))
+        .build()
+        .await
+        .unwrap();
+    for id in ["admin", "local", "config", "polymongo_directory"] {
+        let e = bare
+            .tenants()
+            .unwrap()
+            .create(id, CreateTenant::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(tenant_error(&e), TenantError::InvalidId { .. }),
+            "{id}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_warm_route_reads_nothing() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(3600)).await;
+    poly.tenants()
+        .unwrap()
+        .create("warm", CreateTenant::new())
+        .await
+        .unwrap();
+    let routes = (0..50).map(|_| poly.tenant("warm"));
+    for r in futures_util::future::join_all(routes).await {
+        r.unwrap();
+    }
+    // With the directory gone, only a read would notice: the warm route does not.
+    raw(&f.control)
+        .await
+        .database("polymongo_directory")
+        .drop()
+        .await
+        .unwrap();
+    let t = poly.tenant("warm").await.unwrap();
+    assert_eq!(t.info().database, "t_warm");
+}
+
+#[tokio::test]
+async fn creates_cut_at_growing_delays_still_finish_and_leak_no_place() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    let delays = [0_u64, 1, 2, 3, 5, 8, 13, 21, 34];
+    for (i, ms) in delays.iter().enumerate() {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(*ms),
+            poly.tenants()
+                .unwrap()
+                .create(&format!("cut{i}"), CreateTenant::new()),
+        )
+        .await;
+    }
+    // Each create goes on after its caller left: every tenant ends active.
+    common::eventually("every cut create finished", Duration::from_secs(30), || {
+        let f = &f;
+        async move {
+            let docs = directory_docs(f).await;
+            (docs.len() == delays.len() && docs.iter().all(|d| d.get_str("state") == Ok("active")))
+                .then_some(())
+        }
+    })
+    .await;
+    let taken = places_taken(&f).await;
+    assert_eq!(
+        taken,
+        delays.len() as i64,
+        "places taken = tenants recorded"
+    );
+}
+
+#[tokio::test]
+async fn routes_dropped_halfway_leave_no_state_for_a_hundred_thousand_names() {
+    use futures_util::FutureExt;
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    poly.tenants()
+        .unwrap()
+        .create("kept", CreateTenant::new())
+        .await
+        .unwrap();
+    let tenants = poly.tenants().unwrap();
+    // Each route is polled once (its read starts) and dropped.
+    for i in 0..100_000 {
+        let _ = tenants.route(&format!("gone{i}")).now_or_never();
+    }
+    assert_eq!(tenants.reads_in_flight(), 0);
+    // And at growing delays against a real read.
+    for ms in [0_u64, 1, 2, 5, 10] {
+        let _ = tokio::time::timeout(Duration::from_millis(ms), poly.tenant("kept")).await;
+        assert_eq!(tenants.reads_in_flight(), 0, "after a cut at {ms} ms");
+    }
+    assert_eq!(poly.tenant("kept").await.unwrap().info().id, "kept");
+    assert!(
+        poly.cached_databases() <= 2,
+        "unknown names make no registry entries"
+    );
+}
