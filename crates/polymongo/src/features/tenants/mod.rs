@@ -378,12 +378,20 @@ impl Tenants {
     /// [`TenantError::NotServing`] (being created), [`TenantError::InvalidRecord`],
     /// [`Error::Closed`], driver errors reading the directory.
     pub async fn route(&self, id: &str) -> Result<Tenant> {
-        let database = self.dir.database_of(id)?;
-        if let Some(lease) = self.registry.lease_cached(&database) {
+        // Warm: the name is not checked (an entry exists only for a checked one) and, without
+        // a prefix, not even built: a map lookup, as for `.db(name)`.
+        let prefix = &self.dir.config.database_prefix;
+        let name: std::borrow::Cow<'_, str> = if prefix.is_empty() {
+            id.into()
+        } else {
+            format!("{prefix}{id}").into()
+        };
+        if let Some(lease) = self.registry.lease_cached(&name) {
             if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
                 return serving(Tenant { lease, info });
             }
         }
+        let database = self.dir.database_of(id)?;
         self.route_cold(id, &database).await
     }
 
