@@ -157,6 +157,12 @@ impl PolyMongo {
                 Arc::downgrade(&registry),
                 stop_housekeeper.subscribe(),
             );
+            tenants::spawn_watcher(
+                &runtime,
+                Arc::clone(dir),
+                Arc::downgrade(&registry),
+                stop_housekeeper.subscribe(),
+            );
         }
         eviction::spawn(
             &runtime,

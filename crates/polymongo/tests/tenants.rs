@@ -482,6 +482,26 @@ async fn creates_cut_at_growing_delays_still_finish_and_leak_no_place() {
 #[tokio::test]
 async fn routes_dropped_halfway_leave_no_state_for_a_hundred_thousand_names() {
     use futures_util::FutureExt;
+    // A directory that does not answer: each route starts its read (its entry in the
+    // in-flight map is made) and waits for a server; it is dropped there.
+    let silent = PolyMongo::builder()
+        .uri("mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=600000")
+        .directory(DirectoryConfig::on("main"))
+        .build()
+        .await
+        .unwrap();
+    let tenants = silent.tenants().unwrap();
+    for i in 0..100_000 {
+        assert!(tenants.route(&format!("gone{i}")).now_or_never().is_none());
+    }
+    assert_eq!(tenants.reads_in_flight(), 0);
+    assert_eq!(
+        silent.cached_databases(),
+        0,
+        "unknown names make no registry entries"
+    );
+
+    // Against a real read, cut at growing delays.
     let f = fleet().await;
     let poly = instance(&f, None, Duration::from_secs(1)).await;
     poly.tenants()
@@ -490,19 +510,65 @@ async fn routes_dropped_halfway_leave_no_state_for_a_hundred_thousand_names() {
         .await
         .unwrap();
     let tenants = poly.tenants().unwrap();
-    // Each route is polled once (its read starts) and dropped.
-    for i in 0..100_000 {
-        let _ = tenants.route(&format!("gone{i}")).now_or_never();
-    }
-    assert_eq!(tenants.reads_in_flight(), 0);
-    // And at growing delays against a real read.
     for ms in [0_u64, 1, 2, 5, 10] {
         let _ = tokio::time::timeout(Duration::from_millis(ms), poly.tenant("kept")).await;
         assert_eq!(tenants.reads_in_flight(), 0, "after a cut at {ms} ms");
     }
     assert_eq!(poly.tenant("kept").await.unwrap().info().id, "kept");
+}
+
+#[tokio::test]
+async fn with_a_change_stream_a_suspension_arrives_without_waiting_for_the_poll() {
+    let Some(control) =
+        polymongo_testkit::server_for(&[polymongo_testkit::Capability::ChangeStreams]).await
+    else {
+        return; // reported as a skip by the kit
+    };
+    let f = Fleet {
+        control,
+        a: server().await,
+        b: server().await,
+    };
+    // Polling once an hour: only the stream can bring the change in time.
+    let hour = Duration::from_secs(3600);
+    let (a, b) = (
+        instance(&f, None, hour).await,
+        instance(&f, None, hour).await,
+    );
+    a.tenants()
+        .unwrap()
+        .create("streamed", CreateTenant::new())
+        .await
+        .unwrap();
+    b.tenant("streamed").await.unwrap();
+    common::eventually("B's change stream open", Duration::from_secs(20), || {
+        let open = b.tenants().unwrap().stats().stream_open;
+        async move { open.then_some(()) }
+    })
+    .await;
+    let suspended_at = Instant::now();
+    a.tenants().unwrap().suspend("streamed").await.unwrap();
+    let bound = Duration::from_secs(2);
+    loop {
+        match b.tenant("streamed").await {
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => break,
+            Ok(_) => {}
+            Err(other) => panic!("{other}"),
+        }
+        assert!(
+            suspended_at.elapsed() < bound,
+            "B still serves after {:?} with the stream open",
+            suspended_at.elapsed()
+        );
+        tokio::task::yield_now().await;
+    }
+    let stats = b.tenants().unwrap().stats();
     assert!(
-        poly.cached_databases() <= 2,
-        "unknown names make no registry entries"
+        stats.stream_events >= 1 && stats.invalidations >= 1,
+        "{stats:?}"
+    );
+    assert!(
+        stats.cache_hits >= 1 && stats.cache_misses >= 1,
+        "{stats:?}"
     );
 }

@@ -40,8 +40,13 @@
 //! and forgets its cached entry of any tenant whose version moved. So after a change is
 //! written, another instance may still route the tenant by its old entry for at most
 //! `refresh` plus the duration of one such read; its operations already under way finish on
-//! the old entry. A writer that took a sequence number and died before writing leaves a gap;
-//! readers wait for it up to 30 s (re-reading what follows it), then go on.
+//! the old entry. Where the control cluster has change streams, each instance also watches
+//! the directory and reads the changes as soon as an event arrives (typically milliseconds;
+//! [`DirectoryStats::stream_open`] says whether the stream is up); the polling bound holds
+//! whatever the stream does. A writer that took a sequence number and died before writing
+//! leaves a gap; readers wait for it up to 30 s (re-reading what follows it), then go on.
+//! With a directory, the control cluster is connected from the first refresh (the manager's
+//! `cold_start` applies to the other clusters).
 //!
 //! **Creating** is resumable: the tenant is recorded first in state `creating` (placed, its
 //! capacity taken, its `(cluster, database)` unique), then its database is prepared
@@ -58,9 +63,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use futures_util::StreamExt;
 use mongodb::bson::Document;
 use mongodb::Database;
-use tokio::sync::{watch, OnceCell};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{watch, Notify, OnceCell};
 
 pub use placement::{ClusterLoad, PlaceFn, Placement};
 pub use record::{TenantInfo, TenantState};
@@ -100,6 +108,37 @@ pub(crate) struct Directory {
     /// lives while a caller waits on it (see [`InFlight`]).
     reading: DashMap<Box<str>, Arc<OnceCell<Arc<TenantInfo>>>>,
     indexes: OnceCell<()>,
+    /// Woken by the change stream on the directory: read the changes now.
+    changed: Notify,
+    figures: Figures,
+}
+
+/// The directory's counters (see [`DirectoryStats`]).
+#[derive(Default)]
+struct Figures {
+    hits: AtomicU64,
+    reads: AtomicU64,
+    invalidations: AtomicU64,
+    stream_events: AtomicU64,
+    stream_up: AtomicBool,
+}
+
+/// What this instance's directory cache did since the manager was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DirectoryStats {
+    /// Routes served from the cache (no round trip).
+    pub cache_hits: u64,
+    /// Routes that read the directory (cold, or after an invalidation).
+    pub cache_misses: u64,
+    /// Cached entries forgotten because the directory changed them.
+    pub invalidations: u64,
+    /// Change events received from the directory's change stream.
+    pub stream_events: u64,
+    /// Whether the change stream is open now (else changes arrive by polling only).
+    pub stream_open: bool,
+    /// Cold reads going on now.
+    pub reads_in_flight: usize,
 }
 
 impl Directory {
@@ -157,6 +196,8 @@ impl Directory {
             clusters,
             reading: DashMap::new(),
             indexes: OnceCell::new(),
+            changed: Notify::new(),
+            figures: Figures::default(),
         })))
     }
 
@@ -352,6 +393,43 @@ impl Tenants {
         self.dir.reading.len()
     }
 
+    /// This instance's directory figures: cache hits and misses, invalidations received,
+    /// change-stream events. Synchronous, no round trip.
+    pub fn stats(&self) -> DirectoryStats {
+        let f = &self.dir.figures;
+        DirectoryStats {
+            cache_hits: f.hits.load(Ordering::Relaxed),
+            cache_misses: f.reads.load(Ordering::Relaxed),
+            invalidations: f.invalidations.load(Ordering::Relaxed),
+            stream_events: f.stream_events.load(Ordering::Relaxed),
+            stream_open: f.stream_up.load(Ordering::Relaxed),
+            reads_in_flight: self.dir.reading.len(),
+        }
+    }
+
+    /// Every placeable cluster with its tenants (places taken), capacity and weight: one
+    /// read of the directory.
+    ///
+    /// # Errors
+    /// Driver errors.
+    pub async fn clusters(&self) -> Result<Vec<ClusterLoad>> {
+        let counts = self.dir.store(&self.registry).await?.counts().await?;
+        Ok(self
+            .dir
+            .placeable()
+            .into_iter()
+            .filter_map(|name| {
+                let c = self.dir.clusters.get(name)?;
+                Some(ClusterLoad {
+                    name: name.to_owned(),
+                    tenants: counts.get(name).copied().unwrap_or(0),
+                    capacity: c.capacity,
+                    weight: c.weight,
+                })
+            })
+            .collect())
+    }
+
     /// Tenant `id` as the directory has it now (one read; no cache).
     ///
     /// # Errors
@@ -388,6 +466,7 @@ impl Tenants {
         };
         if let Some(lease) = self.registry.lease_cached(&name) {
             if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
+                self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
                 return serving(Tenant { lease, info });
             }
         }
@@ -411,6 +490,7 @@ impl Tenants {
         let info = waiter
             .cell
             .get_or_try_init(|| async {
+                self.dir.figures.reads.fetch_add(1, Ordering::Relaxed);
                 let store = self.dir.store(&self.registry).await?;
                 let doc = store.get(id).await?.ok_or_else(|| TenantError::Unknown {
                     tenant: id.to_owned(),
@@ -690,6 +770,7 @@ pub(crate) fn spawn_refresher(
             tokio::select! {
                 _ = stop.changed() => return,
                 () = tokio::time::sleep(dir.config.refresh) => {}
+                () = dir.changed.notified() => {}
             }
             if *stop.borrow() {
                 return;
@@ -700,6 +781,63 @@ pub(crate) fn spawn_refresher(
             if let Err(e) = reader.poll(&dir, &registry).await {
                 tracing::debug!(error = %e, "directory refresh failed; next one retries");
             }
+        }
+    });
+}
+
+/// Watches the directory's `tenants` collection where the server has change streams: each
+/// event wakes the change reader at once, so a change reaches this instance in about one
+/// event delivery and one read instead of up to `refresh`. Where streams are missing or
+/// break, polling goes on alone; the stream is tried again with a growing pause (up to a
+/// minute).
+pub(crate) fn spawn_watcher(
+    runtime: &tokio::runtime::Handle,
+    dir: Arc<Directory>,
+    registry: std::sync::Weak<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    runtime.spawn(async move {
+        let mut pause = dir.config.refresh;
+        loop {
+            let Some(reg) = registry.upgrade() else {
+                return;
+            };
+            let stream = match dir.store(&reg).await {
+                Ok(store) => store.watch().await,
+                Err(e) => Err(e),
+            };
+            drop(reg);
+            match stream {
+                Ok(mut stream) => {
+                    dir.figures.stream_up.store(true, Ordering::Relaxed);
+                    pause = dir.config.refresh;
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            event = stream.next() => match event {
+                                Some(Ok(_)) => {
+                                    dir.figures.stream_events.fetch_add(1, Ordering::Relaxed);
+                                    dir.changed.notify_one();
+                                }
+                                Some(Err(e)) => {
+                                    tracing::debug!(error = %e, "directory change stream broke; polling meanwhile");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    dir.figures.stream_up.store(false, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no change stream on the directory; polling only");
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(60));
         }
     });
 }
@@ -732,8 +870,8 @@ impl ChangeReader {
                     .tag()
                     .and_then(|t| t.downcast_ref::<TenantInfo>())
                     .is_none_or(|cached| cached.version < info.version);
-                if stale {
-                    registry.forget(&info.database);
+                if stale && registry.forget(&info.database) {
+                    dir.figures.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

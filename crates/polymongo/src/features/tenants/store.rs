@@ -75,6 +75,17 @@ impl Store {
         Ok(())
     }
 
+    /// A change stream on the tenants' documents.
+    pub(crate) async fn watch(
+        &self,
+    ) -> Result<
+        mongodb::change_stream::ChangeStream<
+            mongodb::change_stream::event::ChangeStreamEvent<Document>,
+        >,
+    > {
+        Ok(self.tenants.watch().await?)
+    }
+
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Document>> {
         Ok(self.tenants.find_one(doc! { "_id": id }).await?)
     }
