@@ -157,12 +157,14 @@ impl PolyMongo {
                 Arc::downgrade(&registry),
                 stop_housekeeper.subscribe(),
             );
-            tenants::spawn_watcher(
-                &runtime,
-                Arc::clone(dir),
-                Arc::downgrade(&registry),
-                stop_housekeeper.subscribe(),
-            );
+            if options.directory.as_ref().is_some_and(|d| d.watch) {
+                tenants::spawn_watcher(
+                    &runtime,
+                    Arc::clone(dir),
+                    Arc::downgrade(&registry),
+                    stop_housekeeper.subscribe(),
+                );
+            }
         }
         eviction::spawn(
             &runtime,

@@ -44,6 +44,11 @@ async fn fleet() -> Fleet {
 /// A manager on the fleet: directory on the control (main) cluster, tenants on cells a
 /// (capacity `cap_a`) and b.
 async fn instance(f: &Fleet, cap_a: Option<u64>, refresh: Duration) -> PolyMongo {
+    instance_with(f, cap_a, refresh, true).await
+}
+
+/// [`instance`], with or without the directory's change stream.
+async fn instance_with(f: &Fleet, cap_a: Option<u64>, refresh: Duration, watch: bool) -> PolyMongo {
     let mut a = ClusterConfig::new(f.a.uri());
     a.capacity = cap_a;
     PolyMongo::builder()
@@ -54,7 +59,8 @@ async fn instance(f: &Fleet, cap_a: Option<u64>, refresh: Duration) -> PolyMongo
         .directory(
             DirectoryConfig::on("main")
                 .database_prefix("t_")
-                .refresh(refresh),
+                .refresh(refresh)
+                .watch(watch),
         )
         .build()
         .await
@@ -179,9 +185,10 @@ async fn placement_spreads_new_tenants_respects_capacity_and_data_stays_on_its_c
 async fn a_suspension_made_through_one_instance_is_refused_by_another_within_the_bound() {
     let f = fleet().await;
     let refresh = Duration::from_millis(200);
+    // Polling only: the bound is the refresh plus one read.
     let (a, b) = (
-        instance(&f, None, refresh).await,
-        instance(&f, None, refresh).await,
+        instance_with(&f, None, refresh, false).await,
+        instance_with(&f, None, refresh, false).await,
     );
     a.tenants()
         .unwrap()
@@ -217,6 +224,8 @@ async fn a_suspension_made_through_one_instance_is_refused_by_another_within_the
         tokio::task::yield_now().await;
     };
     assert!(seen <= bound, "B refused after {seen:?}, bound {bound:?}");
+    assert!(!b.tenants().unwrap().stats().stream_open, "polling only");
+    println!("polling only: B refused the suspended tenant after {seen:?} (bound {bound:?})");
     a.tenants().unwrap().resume("acme").await.unwrap();
     let deadline = Instant::now() + bound * 5;
     while b.tenant("acme").await.is_err() {
@@ -551,7 +560,13 @@ async fn with_a_change_stream_a_suspension_arrives_without_waiting_for_the_poll(
     let bound = Duration::from_secs(2);
     loop {
         match b.tenant("streamed").await {
-            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => break,
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => {
+                println!(
+                    "with the stream: B refused the suspended tenant after {:?}",
+                    suspended_at.elapsed()
+                );
+                break;
+            }
             Ok(_) => {}
             Err(other) => panic!("{other}"),
         }

@@ -84,6 +84,10 @@ pub struct DirectoryConfig {
     /// Default 1 s; at least 10 ms.
     #[serde(with = "humantime_serde")]
     pub refresh: Duration,
+    /// Also watch the directory with a change stream where the control cluster has them, so
+    /// changes arrive without waiting for the next refresh. Default `true`; `false`:
+    /// polling only.
+    pub watch: bool,
 }
 
 impl Default for DirectoryConfig {
@@ -93,6 +97,7 @@ impl Default for DirectoryConfig {
             database: DEFAULT_DIRECTORY_DATABASE.to_owned(),
             database_prefix: String::new(),
             refresh: DEFAULT_DIRECTORY_REFRESH,
+            watch: true,
         }
     }
 }
@@ -121,6 +126,12 @@ impl DirectoryConfig {
     /// The refresh interval.
     pub fn refresh(mut self, every: Duration) -> Self {
         self.refresh = every;
+        self
+    }
+
+    /// Whether to watch the directory with a change stream as well as polling it.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
         self
     }
 }
