@@ -587,3 +587,65 @@ async fn with_a_change_stream_a_suspension_arrives_without_waiting_for_the_poll(
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn suspends_cut_at_growing_delays_leave_a_consistent_tenant() {
+    let f = fleet().await;
+    let refresh = Duration::from_millis(100);
+    let (a, b) = (
+        instance_with(&f, None, refresh, false).await,
+        instance_with(&f, None, refresh, false).await,
+    );
+    a.tenants()
+        .unwrap()
+        .create("flip", CreateTenant::new())
+        .await
+        .unwrap();
+    for ms in [0_u64, 1, 2, 3, 5, 8, 13] {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(ms),
+            a.tenants().unwrap().suspend("flip"),
+        )
+        .await;
+        // Whatever the cut left, the directory says one state and both instances agree
+        // with it within the bound.
+        let state = a.tenants().unwrap().get("flip").await.unwrap().state;
+        let deadline = Instant::now() + refresh + Duration::from_secs(1);
+        for p in [&a, &b] {
+            loop {
+                let served = p.tenant("flip").await.is_ok();
+                if served == (state == polymongo::tenants::TenantState::Active) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "an instance disagrees with {state:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        if state != polymongo::tenants::TenantState::Active {
+            a.tenants().unwrap().resume("flip").await.unwrap();
+        }
+    }
+    // A change refused for its state takes no sequence number: readers see no gap.
+    let control = raw(&f.control).await;
+    let counters = control
+        .database("polymongo_directory")
+        .collection::<Document>("counters");
+    let seq = || async {
+        let d = counters
+            .find_one(doc! { "_id": "seq" })
+            .await
+            .unwrap()
+            .unwrap();
+        d.get("value").map(ToString::to_string)
+    };
+    let before = seq().await;
+    let e = a.tenants().unwrap().resume("flip").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&e), TenantError::WrongState { .. }),
+        "{e}"
+    );
+    assert_eq!(seq().await, before);
+}

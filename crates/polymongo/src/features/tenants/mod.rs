@@ -720,6 +720,17 @@ impl Tenants {
     ) -> Result<TenantInfo> {
         let database = self.dir.database_of(id)?;
         let store = self.dir.store(&self.registry).await?;
+        // Checked first, so that a change refused for its state takes no sequence number:
+        // an unused number is a gap readers wait for (see `ChangeReader`).
+        let before = self.get(id).await?;
+        if before.state.as_str() != from {
+            return Err(TenantError::WrongState {
+                tenant: id.to_owned(),
+                state: before.state.as_str().to_owned(),
+                wanted,
+            }
+            .into());
+        }
         let seq = store.next_seq().await?;
         match store.set_state(id, &[from], to, seq, now_ms()).await? {
             Some(d) => {
