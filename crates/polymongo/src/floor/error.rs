@@ -520,6 +520,17 @@ impl From<crate::floor::migration_error::MigrationError> for Error {
     }
 }
 
+/// Whether the server refused a write for a duplicate key (code 11000).
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => c.code == 11000,
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            w.code == 11000
+        }
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::floor::error::is_duplicate_key;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::error::{ErrorKind as DriverKind, WriteFailure};
 use mongodb::{Collection, Database};
 
 use super::lock::{lock_info, LockInfo};
@@ -187,14 +187,5 @@ pub(crate) fn as_u64(b: &Bson) -> Option<u64> {
         Bson::Int32(i) => u64::try_from(*i).ok(),
         Bson::Int64(i) => u64::try_from(*i).ok(),
         _ => None,
-    }
-}
-
-/// Whether the server refused a write for a duplicate key (code 11000).
-pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        DriverKind::Command(c) => c.code == 11000,
-        DriverKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        _ => e.to_string().contains("E11000"),
     }
 }

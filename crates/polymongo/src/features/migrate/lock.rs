@@ -17,7 +17,8 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
-use super::ledger::{as_u64, collection, is_duplicate_key, LOCK_ID};
+use super::ledger::{as_u64, collection, LOCK_ID};
+use crate::floor::error::is_duplicate_key;
 use crate::floor::error::Result;
 
 /// Who holds a database's migration lock, and until when.

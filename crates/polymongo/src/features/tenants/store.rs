@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::floor::error::is_duplicate_key;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::error::{ErrorKind as DriverKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 
@@ -24,15 +24,6 @@ pub(crate) struct Store {
     tenants: Collection<Document>,
     counters: Collection<Document>,
     clusters: Collection<Document>,
-}
-
-/// Whether the server refused a write for a duplicate key (code 11000).
-pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        DriverKind::Command(c) => c.code == 11000,
-        DriverKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        _ => e.to_string().contains("E11000"),
-    }
 }
 
 fn as_u64(b: Option<&Bson>) -> u64 {
