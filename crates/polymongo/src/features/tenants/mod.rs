@@ -54,6 +54,7 @@
 //! `active`. A crash in between leaves a `creating` tenant, which is not served and which
 //! the next `create` of the same id finishes.
 
+mod listing;
 mod placement;
 mod record;
 mod store;
@@ -70,6 +71,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{watch, Notify, OnceCell};
 
+pub use listing::{ClusterCensus, ListTenants, TenantPage, MAX_PAGE};
 pub use placement::{ClusterLoad, PlaceFn, Placement};
 pub use record::{TenantInfo, TenantState};
 

@@ -18,6 +18,16 @@ pub enum TenantState {
     Active,
     /// Refused with [`TenantError::Suspended`] until resumed.
     Suspended,
+    /// Being archived: fenced (not served), its database exported to the archive file,
+    /// verified, then dropped. Not served.
+    Archiving,
+    /// Archived: its database is dropped, its data is in the archive file recorded with it;
+    /// it holds no place on a cluster. Not served until restored.
+    Archived,
+    /// Being restored from its archive onto the cluster it was placed on. Not served.
+    Restoring,
+    /// Being deleted: its database is dropped, then its entry. Not served.
+    Deleting,
 }
 
 impl TenantState {
@@ -27,16 +37,33 @@ impl TenantState {
             TenantState::Creating => "creating",
             TenantState::Active => "active",
             TenantState::Suspended => "suspended",
+            TenantState::Archiving => "archiving",
+            TenantState::Archived => "archived",
+            TenantState::Restoring => "restoring",
+            TenantState::Deleting => "deleting",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "creating" => TenantState::Creating,
-            "active" => TenantState::Active,
-            "suspended" => TenantState::Suspended,
-            _ => return None,
-        })
+    /// Every state, in the order of a tenant's life.
+    pub const ALL: [TenantState; 7] = [
+        TenantState::Creating,
+        TenantState::Active,
+        TenantState::Suspended,
+        TenantState::Archiving,
+        TenantState::Archived,
+        TenantState::Restoring,
+        TenantState::Deleting,
+    ];
+
+    /// The state stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// Whether a tenant in this state holds a place on its cluster (counted against the
+    /// cluster's capacity): every state but `archived`.
+    pub fn holds_place(self) -> bool {
+        self != TenantState::Archived
     }
 }
 

@@ -181,6 +181,52 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `limit` tenants' documents in `_id` order, after `after`, matching `filter`.
+    pub(crate) async fn page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        mut filter: Document,
+    ) -> Result<Vec<Document>> {
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": after });
+        }
+        Ok(self
+            .tenants
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Tenants per `(cluster, state)`, as recorded (one aggregation).
+    pub(crate) async fn states(&self) -> Result<Vec<(String, String, u64)>> {
+        let groups: Vec<Document> = self
+            .tenants
+            .aggregate([doc! {
+                "$group": {
+                    "_id": { "cluster": "$cluster", "state": "$state" },
+                    "n": { "$sum": 1 },
+                }
+            }])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| {
+                let key = g.get_document("_id").ok()?;
+                Some((
+                    key.get_str("cluster").ok()?.to_owned(),
+                    key.get_str("state").ok()?.to_owned(),
+                    as_u64(g.get("n")),
+                ))
+            })
+            .collect())
+    }
+
     /// Tenants placed per cluster (the reservations).
     pub(crate) async fn counts(&self) -> Result<BTreeMap<String, u64>> {
         let docs: Vec<Document> = self.clusters.find(doc! {}).await?.try_collect().await?;
