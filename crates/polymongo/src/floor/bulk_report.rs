@@ -55,6 +55,8 @@ pub enum DumpProblem {
     },
     /// The line is longer than [`MAX_LINE_BYTES`].
     LineTooLong,
+    /// The gzip stream is damaged (found by [`verify_stream`](crate::bulk::verify_stream)).
+    BadCompression(String),
 }
 
 impl DumpProblem {
@@ -102,6 +104,7 @@ impl fmt::Display for DumpProblem {
             DumpProblem::LineTooLong => {
                 write!(f, "a line longer than {MAX_LINE_BYTES} bytes")
             }
+            DumpProblem::BadCompression(e) => write!(f, "damaged gzip stream: {e}"),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod bulk_report;
 pub(crate) mod config;
 pub(crate) mod db_config;
+pub(crate) mod digest;
 pub(crate) mod error;
 pub(crate) mod migration_error;
 pub(crate) mod name;

@@ -61,6 +61,29 @@ pub enum TenantError {
         /// The clusters considered.
         clusters: Vec<String>,
     },
+    /// A delete whose confirmation does not name the tenant.
+    NotConfirmed {
+        /// The tenant.
+        tenant: String,
+        /// The confirmation given.
+        given: String,
+    },
+    /// A restore of a tenant that has no verified archive.
+    NoArchive {
+        /// The tenant.
+        tenant: String,
+    },
+    /// An archive file does not match what it should hold: the database (when archiving:
+    /// the database is not dropped) or the archive's record (when restoring: nothing is
+    /// made active).
+    ArchiveMismatch {
+        /// The tenant.
+        tenant: String,
+        /// The file.
+        path: String,
+        /// What differs.
+        problem: String,
+    },
     /// A directory document is not what the library writes (edited by hand?): the tenant
     /// is not served until it is fixed.
     InvalidRecord {
@@ -104,6 +127,18 @@ impl fmt::Display for TenantError {
                 "every cluster is at its capacity ({}): no place for a new tenant",
                 clusters.join(", ")
             ),
+            Self::NotConfirmed { tenant, given } => write!(
+                f,
+                "delete of tenant {tenant:?} not confirmed: the confirmation names {given:?}"
+            ),
+            Self::NoArchive { tenant } => {
+                write!(f, "tenant {tenant:?} has no verified archive to restore")
+            }
+            Self::ArchiveMismatch {
+                tenant,
+                path,
+                problem,
+            } => write!(f, "archive {path:?} of tenant {tenant:?}: {problem}"),
             Self::InvalidRecord {
                 tenant,
                 field,

@@ -14,6 +14,7 @@ use super::{
     WRITE_CHUNK,
 };
 use crate::floor::error::{Error, Result};
+use crate::registry::DbLease;
 
 /// Documents between two progress reports when chunks fill slowly.
 const PROGRESS_EVERY: u64 = 500;
@@ -48,114 +49,127 @@ impl Bulk<'_> {
     where
         W: AsyncWrite + Unpin,
     {
-        if options.gzip {
-            let mut gz = GzipEncoder::new(out);
-            let report = self.export_into(db, &mut gz, &options).await?;
-            gz.shutdown()
-                .await
-                .map_err(io("finishing the gzip stream"))?;
-            Ok(report)
-        } else {
-            let mut out = out;
-            self.export_into(db, &mut out, &options).await
-        }
-    }
-
-    async fn export_into<W>(
-        &self,
-        db: &str,
-        out: &mut W,
-        options: &ExportOptions,
-    ) -> Result<ExportReport>
-    where
-        W: AsyncWrite + Unpin,
-    {
         let lease = self.registry.lease(db)?;
-        let slot = &lease.entry;
-        let cluster = slot.pool.label().to_owned();
-        let driver = |e| Error::from_driver(e, &cluster);
-        let database = &slot.database;
-        let specs = collection_specs(database).await.map_err(driver)?;
+        export_on(&lease, db, out, options).await
+    }
+}
 
-        let mut report = ExportReport {
+/// [`Bulk::export_stream`] from a database already leased (on the cluster its owner chose).
+pub(crate) async fn export_on<W>(
+    lease: &DbLease,
+    db: &str,
+    out: W,
+    options: ExportOptions,
+) -> Result<ExportReport>
+where
+    W: AsyncWrite + Unpin,
+{
+    if options.gzip {
+        let mut gz = GzipEncoder::new(out);
+        let report = export_into(lease, db, &mut gz, &options).await?;
+        gz.shutdown()
+            .await
+            .map_err(io("finishing the gzip stream"))?;
+        Ok(report)
+    } else {
+        let mut out = out;
+        export_into(lease, db, &mut out, &options).await
+    }
+}
+
+async fn export_into<W>(
+    lease: &DbLease,
+    db: &str,
+    out: &mut W,
+    options: &ExportOptions,
+) -> Result<ExportReport>
+where
+    W: AsyncWrite + Unpin,
+{
+    let slot = &lease.entry;
+    let cluster = slot.pool.label().to_owned();
+    let driver = |e| Error::from_driver(e, &cluster);
+    let database = &slot.database;
+    let specs = collection_specs(database).await.map_err(driver)?;
+
+    let mut report = ExportReport {
+        database: db.to_owned(),
+        ..ExportReport::default()
+    };
+    let mut buf = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
+    format::encode(
+        &Record::Header(Header {
+            version: FORMAT_VERSION,
             database: db.to_owned(),
-            ..ExportReport::default()
+            created: DateTime::now(),
+            producer: producer(),
+        }),
+        &mut buf,
+    );
+    for spec in &specs {
+        format::encode(&Record::Collection(spec.clone()), &mut buf);
+        let mut collection = CollectionReport {
+            name: spec.name.clone(),
+            indexes: spec.indexes.len() as u64,
+            ..CollectionReport::default()
         };
-        let mut buf = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
-        format::encode(
-            &Record::Header(Header {
-                version: FORMAT_VERSION,
-                database: db.to_owned(),
-                created: DateTime::now(),
-                producer: producer(),
-            }),
-            &mut buf,
-        );
-        for spec in &specs {
-            format::encode(&Record::Collection(spec.clone()), &mut buf);
-            let mut collection = CollectionReport {
-                name: spec.name.clone(),
-                indexes: spec.indexes.len() as u64,
-                ..CollectionReport::default()
-            };
-            if spec.kind != "view" {
-                let coll = database.collection::<RawDocumentBuf>(&spec.name);
-                let mut find = coll.find(doc! {});
-                if let Some(n) = options.batch_size {
-                    find = find.batch_size(n);
+        if spec.kind != "view" {
+            let coll = database.collection::<RawDocumentBuf>(&spec.name);
+            let mut find = coll.find(doc! {});
+            if let Some(n) = options.batch_size {
+                find = find.batch_size(n);
+            }
+            let mut cursor = find.await.map_err(driver)?;
+            while let Some(raw) = cursor.try_next().await.map_err(driver)? {
+                let document = Document::try_from(raw.as_ref()).map_err(|e| {
+                    Error::Driver(mongodb::error::Error::custom(Arc::new(format!(
+                        "a document of {db}.{} is not valid BSON: {e}",
+                        spec.name
+                    ))))
+                })?;
+                format::encode_document(document, &mut buf);
+                collection.documents += 1;
+                report.documents += 1;
+                let flushed = buf.len() >= WRITE_CHUNK;
+                if flushed {
+                    flush(out, &mut buf, &mut report.bytes).await?;
                 }
-                let mut cursor = find.await.map_err(driver)?;
-                while let Some(raw) = cursor.try_next().await.map_err(driver)? {
-                    let document = Document::try_from(raw.as_ref()).map_err(|e| {
-                        Error::Driver(mongodb::error::Error::custom(Arc::new(format!(
-                            "a document of {db}.{} is not valid BSON: {e}",
-                            spec.name
-                        ))))
-                    })?;
-                    format::encode_document(document, &mut buf);
-                    collection.documents += 1;
-                    report.documents += 1;
-                    let flushed = buf.len() >= WRITE_CHUNK;
-                    if flushed {
-                        flush(out, &mut buf, &mut report.bytes).await?;
-                    }
-                    // Small documents fill a chunk slowly: report at least every
-                    // `PROGRESS_EVERY` documents too.
-                    if flushed || report.documents.is_multiple_of(PROGRESS_EVERY) {
-                        if let Some(p) = &options.progress {
-                            p(Progress {
-                                documents: report.documents,
-                                bytes: report.bytes,
-                            });
-                        }
+                // Small documents fill a chunk slowly: report at least every
+                // `PROGRESS_EVERY` documents too.
+                if flushed || report.documents.is_multiple_of(PROGRESS_EVERY) {
+                    if let Some(p) = &options.progress {
+                        p(Progress {
+                            documents: report.documents,
+                            bytes: report.bytes,
+                        });
                     }
                 }
             }
-            report.collections.push(collection);
         }
-        format::encode(
-            &Record::End {
-                collections: specs.len() as u64,
-                documents: report.documents,
-            },
-            &mut buf,
-        );
-        flush(out, &mut buf, &mut report.bytes).await?;
-        out.flush().await.map_err(io("flushing the dump"))?;
-        if let Some(p) = &options.progress {
-            p(Progress {
-                documents: report.documents,
-                bytes: report.bytes,
-            });
-        }
-        tracing::info!(
-            database = db,
-            collections = specs.len(),
-            documents = report.documents,
-            "database exported"
-        );
-        Ok(report)
+        report.collections.push(collection);
     }
+    format::encode(
+        &Record::End {
+            collections: specs.len() as u64,
+            documents: report.documents,
+        },
+        &mut buf,
+    );
+    flush(out, &mut buf, &mut report.bytes).await?;
+    out.flush().await.map_err(io("flushing the dump"))?;
+    if let Some(p) = &options.progress {
+        p(Progress {
+            documents: report.documents,
+            bytes: report.bytes,
+        });
+    }
+    tracing::info!(
+        database = db,
+        collections = specs.len(),
+        documents = report.documents,
+        "database exported"
+    );
+    Ok(report)
 }
 
 async fn flush<W: AsyncWrite + Unpin>(

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::floor::error::{Error, Result};
 use crate::registry::entry::DbEntry;
+use crate::registry::DbLease;
 
 /// Why an import stopped early; the report says what was written before.
 struct Stopped;
@@ -63,66 +64,78 @@ impl Bulk<'_> {
     where
         R: AsyncRead + Unpin,
     {
-        if options.batch_size == 0 {
-            return Err(Error::Config {
-                field: "batch_size",
-                message: "must be at least 1".into(),
-            });
-        }
-        let mut input = BufReader::with_capacity(64 * 1024, input);
-        let head = input.fill_buf().await.map_err(io("reading the dump"))?;
-        if head.starts_with(&[0x1f, 0x8b]) {
-            let mut gz = GzipDecoder::new(input);
-            gz.multiple_members(true);
-            self.import_from(db, BufReader::with_capacity(64 * 1024, gz), options)
-                .await
-        } else {
-            self.import_from(db, input, options).await
-        }
-    }
-
-    async fn import_from<R>(
-        &self,
-        db: &str,
-        mut input: R,
-        options: ImportOptions,
-    ) -> Result<ImportReport>
-    where
-        R: AsyncBufRead + Unpin,
-    {
         let lease = self.registry.lease(db)?;
-        let mut run = Importer {
-            entry: &lease.entry,
-            database: lease.entry.database.clone(),
-            options: &options,
-            report: ImportReport {
-                database: db.to_owned(),
-                ..ImportReport::default()
-            },
-            collection: None,
-            batch: Vec::new(),
-            batch_lines: Vec::new(),
-            batch_bytes: 0,
-            views: Vec::new(),
-            bytes: 0,
-            unread: Unread::default(),
-        };
-        let outcome = run.read_all(&mut input).await;
-        let report = run.report;
-        match outcome {
-            Ok(()) => {
-                tracing::info!(
-                    database = db,
-                    documents = report.documents,
-                    failures = report.failures.len() as u64 + report.failures_dropped,
-                    "dump imported"
-                );
-                Ok(report)
-            }
-            Err(Stopped) => {
-                tracing::warn!(database = db, %report, "import stopped");
-                Err(Error::Import(Box::new(report)))
-            }
+        import_on(&lease, db, input, options).await
+    }
+}
+
+/// [`Bulk::import_stream`] into a database already leased (on the cluster its owner chose).
+pub(crate) async fn import_on<R>(
+    lease: &DbLease,
+    db: &str,
+    input: R,
+    options: ImportOptions,
+) -> Result<ImportReport>
+where
+    R: AsyncRead + Unpin,
+{
+    if options.batch_size == 0 {
+        return Err(Error::Config {
+            field: "batch_size",
+            message: "must be at least 1".into(),
+        });
+    }
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let head = input.fill_buf().await.map_err(io("reading the dump"))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let mut gz = GzipDecoder::new(input);
+        gz.multiple_members(true);
+        import_from(lease, db, BufReader::with_capacity(64 * 1024, gz), options).await
+    } else {
+        import_from(lease, db, input, options).await
+    }
+}
+
+async fn import_from<R>(
+    lease: &DbLease,
+    db: &str,
+    mut input: R,
+    options: ImportOptions,
+) -> Result<ImportReport>
+where
+    R: AsyncBufRead + Unpin,
+{
+    let mut run = Importer {
+        entry: &lease.entry,
+        database: lease.entry.database.clone(),
+        options: &options,
+        report: ImportReport {
+            database: db.to_owned(),
+            ..ImportReport::default()
+        },
+        collection: None,
+        batch: Vec::new(),
+        batch_lines: Vec::new(),
+        batch_bytes: 0,
+        views: Vec::new(),
+        bytes: 0,
+        unread: Unread::default(),
+    };
+    let outcome = run.read_all(&mut input).await;
+    let report = run.report;
+    match outcome {
+        Ok(()) => {
+            tracing::info!(
+                database = db,
+                documents = report.documents,
+                failures = report.failures.len() as u64 + report.failures_dropped,
+                "dump imported"
+            );
+            Ok(report)
+        }
+        Err(Stopped) => {
+            tracing::warn!(database = db, %report, "import stopped");
+            Err(Error::Import(Box::new(report)))
         }
     }
 }

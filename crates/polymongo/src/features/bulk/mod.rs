@@ -10,6 +10,7 @@ mod export;
 pub(crate) mod format;
 mod import;
 mod spec;
+mod verify;
 
 use std::fmt;
 use std::io::BufRead;
@@ -26,8 +27,11 @@ pub use crate::floor::bulk_report::{
     MAX_LINE_BYTES,
 };
 pub use copy::{CopyPath, CopyReport};
+pub(crate) use export::export_on;
 use format::{CollectionSpec, Header, Record, Sequence};
+pub(crate) use import::import_on;
 pub use spec::ALLOWED_COLLECTION_OPTIONS;
+pub use verify::{verify_stream, DumpCollection, DumpSummary};
 
 /// Default documents per write batch of an import or copy.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;

@@ -1,11 +1,9 @@
 //! A validated, ordered set of migrations and each one's checksum.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use mongodb::bson::Bson;
-use sha2::{Digest, Sha256};
 
 use super::command;
 use super::step::{Migration, Step};
@@ -151,12 +149,7 @@ fn checksum(m: &Migration) -> String {
             }
         }
     }
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest.iter() {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::floor::digest::sha256_hex(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@
 //! `active`. A crash in between leaves a `creating` tenant, which is not served and which
 //! the next `create` of the same id finishes.
 
+mod lifecycle;
 mod listing;
 mod placement;
 mod record;
@@ -71,9 +72,10 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{watch, Notify, OnceCell};
 
+pub use lifecycle::{ArchiveTenant, DeleteTenant, Deleted, RestoreTenant};
 pub use listing::{ClusterCensus, ListTenants, TenantPage, MAX_PAGE};
 pub use placement::{ClusterLoad, PlaceFn, Placement};
-pub use record::{TenantInfo, TenantState};
+pub use record::{ArchiveRecord, TenantInfo, TenantState};
 
 pub use crate::floor::tenant_config::{
     ClusterConfig, DirectoryConfig, DEFAULT_DIRECTORY_DATABASE, DEFAULT_DIRECTORY_REFRESH,
@@ -556,12 +558,7 @@ impl Tenants {
     async fn create_now(&self, id: &str, options: CreateTenant) -> Result<TenantInfo> {
         let database = self.dir.database_of(id)?;
         if let Placement::On(name) = &options.placement {
-            if !self.dir.clusters.contains_key(name) {
-                return Err(TenantError::UnknownCluster {
-                    cluster: name.clone(),
-                }
-                .into());
-            }
+            self.dir.pool_of(name)?;
         }
         let store = self.dir.store(&self.registry).await?;
         let info = match store.get(id).await? {
@@ -596,12 +593,52 @@ impl Tenants {
         database: &str,
         options: &CreateTenant,
     ) -> Result<TenantInfo> {
+        let cluster = self.take_place(store, &options.placement).await?;
+        let now = now_ms();
+        let info = TenantInfo {
+            id: id.to_owned(),
+            database: database.to_owned(),
+            cluster: cluster.clone(),
+            state: TenantState::Creating,
+            version: 1,
+            seq: store.next_seq().await?,
+            labels: options.labels.clone(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            archive: None,
+        };
+        if store.insert(info.to_document()).await? {
+            return Ok(info);
+        }
+        // Taken meanwhile: give the place back, and go on with what is recorded.
+        store.release(&cluster).await?;
+        match store.get(id).await? {
+            Some(d) => Ok(self.dir.decode(&d)?),
+            None => Err(TenantError::AlreadyExists {
+                tenant: id.to_owned(),
+                state: format!("database {database:?} taken on {cluster}"),
+            }
+            .into()),
+        }
+    }
+
+    /// Chooses a cluster by `placement` and takes one of its places (capacities
+    /// respected, atomically); the cluster's name.
+    async fn take_place(&self, store: &Store, placement: &Placement) -> Result<String> {
+        if let Placement::On(name) = placement {
+            if !self.dir.clusters.contains_key(name) {
+                return Err(TenantError::UnknownCluster {
+                    cluster: name.clone(),
+                }
+                .into());
+            }
+        }
         let counts = store.counts().await?;
         let loads: BTreeMap<String, ClusterLoad> = self
             .dir
             .placeable()
             .into_iter()
-            .chain(match &options.placement {
+            .chain(match placement {
                 Placement::On(name) => Some(name.as_str()),
                 _ => None,
             })
@@ -618,45 +655,16 @@ impl Tenants {
                 ))
             })
             .collect();
-        let mut cluster = None;
-        for name in options.placement.order(&loads) {
+        for name in placement.order(&loads) {
             let capacity = self.dir.clusters.get(&name).and_then(|c| c.capacity);
             if store.reserve(&name, capacity).await? {
-                cluster = Some(name);
-                break;
+                return Ok(name);
             }
         }
-        let Some(cluster) = cluster else {
-            return Err(TenantError::FleetFull {
-                clusters: loads.into_keys().collect(),
-            }
-            .into());
-        };
-        let now = now_ms();
-        let info = TenantInfo {
-            id: id.to_owned(),
-            database: database.to_owned(),
-            cluster: cluster.clone(),
-            state: TenantState::Creating,
-            version: 1,
-            seq: store.next_seq().await?,
-            labels: options.labels.clone(),
-            created_at_ms: now,
-            updated_at_ms: now,
-        };
-        if store.insert(info.to_document()).await? {
-            return Ok(info);
+        Err(TenantError::FleetFull {
+            clusters: loads.into_keys().collect(),
         }
-        // Taken meanwhile: give the place back, and go on with what is recorded.
-        store.release(&cluster).await?;
-        match store.get(id).await? {
-            Some(d) => Ok(self.dir.decode(&d)?),
-            None => Err(TenantError::AlreadyExists {
-                tenant: id.to_owned(),
-                state: format!("database {database:?} taken on {cluster}"),
-            }
-            .into()),
-        }
+        .into())
     }
 
     /// The tenant's database made ready on its cluster: migrated when migrations are

@@ -89,6 +89,112 @@ pub struct TenantInfo {
     pub created_at_ms: i64,
     /// When it last changed, ms since the Unix epoch.
     pub updated_at_ms: i64,
+    /// Its latest archive, if it was ever archived: set when an archive starts, `verified`
+    /// once the file was read back and matched the database; kept after a restore.
+    pub archive: Option<ArchiveRecord>,
+}
+
+/// Where a tenant's archive is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ArchiveRecord {
+    /// The archive file (a gzip dump, see `docs/dump-format.md`).
+    pub path: String,
+    /// Whether the file was read back whole and matched the database: only then is the
+    /// database dropped, and only a verified archive is restored.
+    pub verified: bool,
+    /// SHA-256 of the file, lowercase hex (once verified).
+    pub sha256: String,
+    /// Size of the file in bytes (once verified).
+    pub file_bytes: u64,
+    /// Documents per collection, in the dump's order (once verified).
+    pub collections: Vec<(String, u64)>,
+    /// The cluster the database was on.
+    pub from_cluster: String,
+    /// When the archive started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+}
+
+impl ArchiveRecord {
+    /// Documents in all.
+    pub fn documents(&self) -> u64 {
+        self.collections.iter().map(|(_, n)| n).sum()
+    }
+
+    pub(crate) fn to_document(&self) -> Document {
+        let collections: Vec<Bson> = self
+            .collections
+            .iter()
+            .map(|(name, n)| {
+                Bson::Document(doc! {
+                    "name": name,
+                    "documents": i64::try_from(*n).unwrap_or(i64::MAX),
+                })
+            })
+            .collect();
+        doc! {
+            "path": &self.path,
+            "verified": self.verified,
+            "sha256": &self.sha256,
+            "file_bytes": i64::try_from(self.file_bytes).unwrap_or(i64::MAX),
+            "collections": collections,
+            "from_cluster": &self.from_cluster,
+            "started_at_ms": self.started_at_ms,
+        }
+    }
+
+    fn from_document(
+        d: &Document,
+        bad: impl Fn(&str, String) -> TenantError,
+    ) -> Result<Self, TenantError> {
+        let text = |field: &str| match d.get(field) {
+            Some(Bson::String(s)) => Ok(s.clone()),
+            other => Err(bad(
+                &format!("archive.{field}"),
+                format!("not a string: {other:?}"),
+            )),
+        };
+        let count = |field: &str, b: Option<&Bson>| match b {
+            Some(Bson::Int64(i)) if *i >= 0 => Ok(i.unsigned_abs()),
+            Some(Bson::Int32(i)) if *i >= 0 => Ok(u64::from(i.unsigned_abs())),
+            other => Err(bad(field, format!("not a count: {other:?}"))),
+        };
+        // nx-27017 reads `true` written by `$set` back as 1 (QUIRKS.md).
+        let verified = match d.get("verified") {
+            Some(Bson::Boolean(b)) => *b,
+            Some(Bson::Int32(i)) => *i != 0,
+            Some(Bson::Int64(i)) => *i != 0,
+            other => return Err(bad("archive.verified", format!("not a boolean: {other:?}"))),
+        };
+        let mut collections = Vec::new();
+        for c in d
+            .get_array("collections")
+            .map_err(|_| bad("archive.collections", "not an array".into()))?
+        {
+            let c = c
+                .as_document()
+                .ok_or_else(|| bad("archive.collections", "an item is not a document".into()))?;
+            let name = match c.get("name") {
+                Some(Bson::String(s)) => s.clone(),
+                _ => return Err(bad("archive.collections", "an item has no name".into())),
+            };
+            collections.push((name, count("archive.collections", c.get("documents"))?));
+        }
+        let started = match d.get("started_at_ms") {
+            Some(Bson::Int64(i)) => *i,
+            Some(Bson::Int32(i)) => i64::from(*i),
+            _ => 0,
+        };
+        Ok(ArchiveRecord {
+            path: text("path")?,
+            verified,
+            sha256: text("sha256")?,
+            file_bytes: count("archive.file_bytes", d.get("file_bytes"))?,
+            collections,
+            from_cluster: text("from_cluster")?,
+            started_at_ms: started,
+        })
+    }
 }
 
 impl TenantInfo {
@@ -104,6 +210,7 @@ impl TenantInfo {
             "labels": self.labels.clone(),
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
+            "archive": self.archive.as_ref().map_or(Bson::Null, |a| Bson::Document(a.to_document())),
         }
     }
 
@@ -166,7 +273,13 @@ impl TenantInfo {
             Some(Bson::Document(l)) => l.clone(),
             Some(other) => return Err(bad("labels", format!("not a document: {other}"))),
         };
+        let archive = match d.get("archive") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::Document(a)) => Some(ArchiveRecord::from_document(a, bad)?),
+            Some(other) => return Err(bad("archive", format!("not a document: {other}"))),
+        };
         Ok(TenantInfo {
+            archive,
             id: tenant.clone(),
             database,
             cluster,
@@ -195,6 +308,15 @@ mod tests {
             labels: doc! { "plan": "pro" },
             created_at_ms: 1,
             updated_at_ms: 2,
+            archive: Some(ArchiveRecord {
+                path: "/archives/acme.1.dump.gz".into(),
+                verified: true,
+                sha256: "ab".repeat(32),
+                file_bytes: 1234,
+                collections: vec![("notes".into(), 7), ("users".into(), 0)],
+                from_cluster: "cell_a".into(),
+                started_at_ms: 3,
+            }),
         }
     }
 
@@ -206,12 +328,19 @@ mod tests {
 
     #[test]
     fn hand_edits_are_named() {
-        let cases: [(&str, Bson, &str); 5] = [
+        let mut bad_path = sample()
+            .archive
+            .map(|a| a.to_document())
+            .unwrap_or_default();
+        bad_path.insert("path", 1);
+        let cases: [(&str, Bson, &str); 7] = [
             ("state", Bson::String("paused".into()), "state"),
             ("version", Bson::Int32(0), "version"),
             ("database", Bson::String("a/b".into()), "database"),
             ("cluster", Bson::Int32(1), "cluster"),
             ("labels", Bson::Int32(1), "labels"),
+            ("archive", Bson::Int32(1), "archive"),
+            ("archive", Bson::Document(bad_path), "archive.path"),
         ];
         for (field, value, named) in cases {
             let mut d = sample().to_document();
