@@ -20,7 +20,14 @@ use crate::db_error::{is_shutdown, server_refused_name};
 /// tenant, 404 for a tenant that is not accepted (reserved databases included, so their
 /// existence is not confirmed), 503 with `Retry-After` when the database side cannot take the
 /// request now — always before the handler ran, so nothing of the request was applied — and
-/// 500 only for a service set up without [`Tenancy::layer`](crate::Tenancy::layer).
+/// 500 for a service set up without [`Tenancy::layer`](crate::Tenancy::layer).
+///
+/// With [`TenancyBuilder::directory`](crate::TenancyBuilder::directory), the tenant
+/// directory's answers too: 404 for a tenant it does not have, 403 `suspended_tenant`, 410
+/// `tenant_gone` (archiving, archived, deleting), 503 `tenant_not_ready` without `Retry-After`
+/// (creating, restoring), 500 `invalid_tenant_record` for an entry that is not valid, and a
+/// failed read of the directory as [`DbError`](crate::DbError) would answer it
+/// ([`TenantError::Directory`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantError {
@@ -41,8 +48,41 @@ pub enum TenantError {
     },
     /// The name maps to a reserved database (`admin`, `local`, `config`). 404.
     Reserved,
-    /// The allow policy refused the tenant. 404.
+    /// The allow policy refused the tenant, or the tenant directory has no such tenant. 404.
     Unknown,
+    /// The tenant directory has the tenant suspended. 403 `suspended_tenant`.
+    Suspended,
+    /// The tenant directory has the tenant archived, or being archived or deleted. 410
+    /// `tenant_gone`.
+    Gone {
+        /// Its state in the directory (`archiving`, `archived`, `deleting`).
+        state: String,
+    },
+    /// The tenant directory has the tenant being created or restored (or in a state this
+    /// version does not know). 503 `tenant_not_ready`, without `Retry-After`: when it will be
+    /// served is not known.
+    NotReady {
+        /// Its state in the directory (`creating`, `restoring`).
+        state: String,
+    },
+    /// The tenant's directory entry is not valid (edited by hand?). 500
+    /// `invalid_tenant_record`; the body names the tenant and nothing else of the entry (the
+    /// field at fault is logged).
+    InvalidRecord {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// Reading the tenant directory failed: answered as [`DbError`](crate::DbError) answers
+    /// the same error in a handler (503 with `Retry-After` only when nothing was applied —
+    /// an unreachable directory, say; 500 `outcome_unknown` for a connection cut under the
+    /// read; 500 `database_error` otherwise). Nothing of the request itself was applied.
+    Directory {
+        /// The entry of the answer table.
+        answer: Answer,
+    },
+    /// The directory answered something this service cannot serve from (a cluster it does
+    /// not have). 500 `misconfigured`; the detail is logged.
+    DirectoryMismatch,
     /// The manager is closing or closed. 503.
     ShuttingDown,
     /// No place in the tenant's pool came free within the queue timeout (or the request's
@@ -76,6 +116,8 @@ pub enum NameProblem {
     Database(NameRule),
     /// The server refused the database name made from it.
     RefusedByServer,
+    /// The tenant directory refused it as a tenant id.
+    RefusedByDirectory,
 }
 
 impl fmt::Display for NameProblem {
@@ -95,6 +137,7 @@ impl fmt::Display for NameProblem {
             NameProblem::FirstCharacter => f.write_str("must start with a letter or a digit"),
             NameProblem::Database(rule) => write!(f, "makes a database name that {rule}"),
             NameProblem::RefusedByServer => f.write_str("makes a database name the server refuses"),
+            NameProblem::RefusedByDirectory => f.write_str("is not a valid tenant id"),
         }
     }
 }
@@ -108,6 +151,22 @@ impl fmt::Display for TenantError {
             TenantError::InvalidName { source, problem } => {
                 write!(f, "the tenant name from the {source} {problem}")
             }
+            TenantError::Gone { state } => f.write_str(match state.as_str() {
+                "archived" => "the tenant is archived",
+                "archiving" => "the tenant is being archived",
+                "deleting" => "the tenant is being deleted",
+                _ => "the tenant is no longer served",
+            }),
+            TenantError::NotReady { state } => f.write_str(match state.as_str() {
+                "creating" => "the tenant is being created; nothing was done",
+                "restoring" => "the tenant is being restored; nothing was done",
+                _ => "the tenant is not ready to be served; nothing was done",
+            }),
+            TenantError::InvalidRecord { tenant } => write!(
+                f,
+                "the directory entry of tenant {tenant:?} is invalid; nothing was done"
+            ),
+            TenantError::Directory { answer } => f.write_str(answer.message()),
             other => f.write_str(other.answer().message()),
         }
     }
@@ -124,10 +183,15 @@ impl TenantError {
                 Answer::InvalidTenant
             }
             TenantError::Reserved | TenantError::Unknown => Answer::UnknownTenant,
+            TenantError::Suspended => Answer::SuspendedTenant,
+            TenantError::Gone { .. } => Answer::TenantGone,
+            TenantError::NotReady { .. } => Answer::TenantNotReady,
+            TenantError::InvalidRecord { .. } => Answer::InvalidTenantRecord,
+            TenantError::Directory { answer } => *answer,
             TenantError::ShuttingDown => Answer::ShuttingDown,
             TenantError::Busy => Answer::Busy,
             TenantError::Unavailable => Answer::Unavailable,
-            TenantError::NoLayer => Answer::Misconfigured,
+            TenantError::NoLayer | TenantError::DirectoryMismatch => Answer::Misconfigured,
         }
     }
 
@@ -195,8 +259,9 @@ pub enum ConfigError {
     /// Sources are configured but no allow policy: every tenant a request names would be
     /// accepted, and anonymous requests could make databases. Set
     /// [`allow_list`](crate::TenancyBuilder::allow_list),
-    /// [`allow`](crate::TenancyBuilder::allow) or
-    /// [`allow_async`](crate::TenancyBuilder::allow_async).
+    /// [`allow`](crate::TenancyBuilder::allow),
+    /// [`allow_async`](crate::TenancyBuilder::allow_async) or
+    /// [`directory`](crate::TenancyBuilder::directory).
     NoAllowPolicy,
     /// The prefix would make database names MongoDB refuses.
     InvalidPrefix {
@@ -222,6 +287,13 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// [`directory`](crate::TenancyBuilder::directory) is set but the manager has no tenant
+    /// directory (polymongo's `directory` option).
+    NoDirectory,
+    /// [`directory`](crate::TenancyBuilder::directory) is set together with a
+    /// [`prefix`](crate::TenancyBuilder::prefix) or a [`map`](crate::TenancyBuilder::map):
+    /// with a directory, the directory's `database_prefix` makes the database names.
+    MappingWithDirectory,
 }
 
 impl fmt::Display for ConfigError {
@@ -231,7 +303,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("tenancy has no tenant source and no default tenant")
             }
             ConfigError::NoAllowPolicy => f.write_str(
-                "tenancy has tenant sources but no allow policy: set allow_list, allow or allow_async",
+                "tenancy has tenant sources but no allow policy: set allow_list, allow, allow_async or directory",
             ),
             ConfigError::InvalidPrefix { problem } => write!(f, "tenant prefix {problem}"),
             ConfigError::InvalidDefault { reason } => write!(f, "default tenant: {reason}"),
@@ -240,6 +312,12 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::EmptyBaseDomain => f.write_str("subdomain source: empty base domain"),
             ConfigError::InvalidLimits { reason } => write!(f, "request limits: {reason}"),
+            ConfigError::NoDirectory => f.write_str(
+                "tenancy resolves through the tenant directory, but the manager has none (polymongo's `directory` option)",
+            ),
+            ConfigError::MappingWithDirectory => f.write_str(
+                "tenancy resolves through the tenant directory: its database_prefix names the databases; remove prefix/map",
+            ),
         }
     }
 }

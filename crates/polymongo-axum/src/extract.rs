@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
+use polymongo::tenants::TenantInfo;
 use polymongo::{ConnectionSlot, DbHandle, Model, PolyMongo};
 
 use crate::deadline::RequestClock;
+use crate::directory::RoutedTenant;
 use crate::error::TenantError;
 use crate::tenancy::{ResolvedTenant, Tenancy};
 
@@ -28,12 +30,18 @@ use crate::tenancy::{ResolvedTenant, Tenancy};
 ///    model's declared indexes exist in the tenant's database, and a database with
 ///    `max_concurrent_ops` has given the handle one of its slots.
 ///
+/// With a [directory](crate::TenancyBuilder::directory), step 1 routes the tenant through
+/// the directory (a cache lookup once warm) and the handle is on the tenant's cluster, taken
+/// from that route ([`polymongo::tenants::Tenant::model`]); declared indexes are ensured there
+/// as by `acquire`, once per database entry.
+///
 /// The request's deadline ([`Tenancy::layer`]) bounds the rest. The state must give a
 /// [`Tenancy`] (`Tenancy: FromRef<S>`). Refused with a [`TenantError`] (400, 404 or 503, JSON
-/// body).
+/// body; with a directory also 403, 410 and 500, see [`TenantError`]).
 pub struct Tenant<T: Model> {
     tenant: Arc<str>,
     handle: DbHandle<T>,
+    routed: Option<RoutedTenant>,
 }
 
 impl<T: Model> Tenant<T> {
@@ -50,6 +58,13 @@ impl<T: Model> Tenant<T> {
     /// The handle.
     pub fn handle(&self) -> &DbHandle<T> {
         &self.handle
+    }
+
+    /// The tenant's entry in the tenant directory as this instance has it (cluster, state,
+    /// labels), when the tenancy resolves through a
+    /// [directory](crate::TenancyBuilder::directory); `None` otherwise.
+    pub fn record(&self) -> Option<&TenantInfo> {
+        self.routed.as_ref().map(|r| r.0.info())
     }
 
     /// The handle, giving up the extractor. The request's place in the pool goes with it
@@ -87,11 +102,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let tenancy = Tenancy::from_ref(state);
         let (resolved, slot, clock) = admitted(&tenancy, parts).await?;
-        let handle = prepare::<T>(tenancy.poly(), &resolved.database, &slot).await?;
+        let routed = parts.extensions.get::<RoutedTenant>().cloned();
+        let handle =
+            prepare::<T>(tenancy.poly(), &resolved.database, routed.as_ref(), &slot).await?;
         clock.handed();
         Ok(Tenant {
             tenant: resolved.tenant,
             handle,
+            routed,
         })
     }
 }
@@ -109,17 +127,24 @@ async fn admitted(
     Ok((resolved, slot, clock))
 }
 
-/// Model `T`'s handle on `database`, ready for work and running in `slot`.
+/// Model `T`'s handle on `database`, ready for work and running in `slot`. With a directory
+/// route, the handle is the route's, on the cluster the directory named: never one made
+/// again by database name, which a change of the directory landing meanwhile could send to
+/// another cluster.
 async fn prepare<T: Model>(
     poly: &PolyMongo,
     database: &str,
+    routed: Option<&RoutedTenant>,
     slot: &ConnectionSlot,
 ) -> Result<DbHandle<T>, TenantError> {
-    let handle = poly
-        .model::<T>()
-        .acquire(database)
-        .await
-        .map_err(|e| TenantError::from_library(&e))?;
+    let library = |e: polymongo::Error| TenantError::from_library(&e);
+    let Some(routed) = routed else {
+        let handle = poly.model::<T>().acquire(database).await.map_err(library)?;
+        return Ok(handle.with_connection_slot(slot));
+    };
+    // On the route's entry: lazy migrations, the model's indexes (once per entry, no round
+    // trip after) and the handle are all on the cluster the directory named.
+    let handle = routed.0.acquire::<T>().await.map_err(library)?;
     Ok(handle.with_connection_slot(slot))
 }
 
@@ -134,6 +159,7 @@ pub struct TenantDb {
     database: Arc<str>,
     poly: PolyMongo,
     slot: ConnectionSlot,
+    routed: Option<RoutedTenant>,
 }
 
 impl fmt::Debug for TenantDb {
@@ -156,12 +182,19 @@ impl TenantDb {
         &self.database
     }
 
-    /// Model `T` on the tenant's database, as [`Tenant<T>`] takes it.
+    /// Model `T` on the tenant's database, as [`Tenant<T>`] takes it (with a directory, on
+    /// the tenant's cluster, from the request's route).
     ///
     /// # Errors
     /// [`TenantError::ShuttingDown`], [`TenantError::Busy`], [`TenantError::Unavailable`].
     pub async fn model<T: Model>(&self) -> Result<DbHandle<T>, TenantError> {
-        prepare::<T>(&self.poly, &self.database, &self.slot).await
+        prepare::<T>(&self.poly, &self.database, self.routed.as_ref(), &self.slot).await
+    }
+
+    /// The tenant's entry in the tenant directory as this instance has it, when the tenancy
+    /// resolves through a [directory](crate::TenancyBuilder::directory); `None` otherwise.
+    pub fn record(&self) -> Option<&TenantInfo> {
+        self.routed.as_ref().map(|r| r.0.info())
     }
 
     /// The manager, for anything else (transactions over the tenant's database, stats).
@@ -186,6 +219,7 @@ where
             database: resolved.database,
             poly: tenancy.poly().clone(),
             slot,
+            routed: parts.extensions.get::<RoutedTenant>().cloned(),
         })
     }
 }

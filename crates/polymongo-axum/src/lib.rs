@@ -15,9 +15,17 @@
 //! - names are ASCII letters, digits, `_` and `-`; the database name made from them must pass
 //!   MongoDB's rules; `admin`, `local` and `config` are never reachable (whatever the
 //!   mapping);
-//! - **an allow policy is required** (a list, a function, or an async lookup such as a tenant
-//!   directory): unknown tenants are refused before the manager makes any state for them, so
-//!   anonymous requests cannot grow the service's memory or create databases.
+//! - **an allow policy is required** (a list, a function, an async lookup, or polymongo's
+//!   tenant directory): unknown tenants are refused before the manager makes any state for
+//!   them, so anonymous requests cannot grow the service's memory or create databases.
+//!
+//! **Tenant directory** ([`TenancyBuilder::directory`]): with polymongo's tenant directory
+//! configured, the extractor routes the tenant through it — a cache lookup once warm, no
+//! round trip per request — and hands the handler model handles on the cluster the directory
+//! placed the tenant on. Its answers join the table: 404 unknown, 403 `suspended_tenant`, 410
+//! `tenant_gone` (archiving, archived, deleting), 503 `tenant_not_ready` without
+//! `Retry-After` (creating, restoring), 500 `invalid_tenant_record`. Example:
+//! `examples/tenant-directory.rs`.
 //!
 //! **One deadline model** ([`RequestLimits`]): the extractor takes the request's place in its
 //! tenant's pool before the handler runs, waiting at most the queue timeout (past it: 503
@@ -90,6 +98,7 @@ mod allow;
 mod answer;
 mod db_error;
 mod deadline;
+mod directory;
 mod error;
 mod extract;
 mod host;

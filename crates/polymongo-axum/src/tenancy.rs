@@ -13,6 +13,7 @@ use polymongo::{ConnectionSlot, PolyMongo};
 
 use crate::allow::Allow;
 use crate::deadline::{RequestClock, RequestLimits};
+use crate::directory::{self, RoutedTenant};
 use crate::error::{ConfigError, NameProblem, TenantError};
 use crate::layer::TenancyLayer;
 use crate::source::TenantSource;
@@ -37,6 +38,17 @@ struct Policy {
     default: Option<String>,
     strict: bool,
     limits: RequestLimits,
+    /// Asked for with [`TenancyBuilder::directory`]; made into `directory` by `build`.
+    use_directory: bool,
+    /// Tenants resolved through the manager's tenant directory.
+    directory: Option<DirectoryPolicy>,
+}
+
+/// What the tenancy knows of the manager's tenant directory.
+#[derive(Debug)]
+struct DirectoryPolicy {
+    /// The directory's own database: never a tenant's.
+    database: String,
 }
 
 /// A request's tenant, resolved and accepted by the policy.
@@ -64,16 +76,21 @@ pub struct ResolvedTenant {
 ///    in case, so `Acme` and `acme` must never be two tenants;
 /// 3. the name's characters: by default lower-case ASCII letters, digits, `_` and `-`,
 ///    starting with a letter or a digit ([`strict_names`](TenancyBuilder::strict_names));
-/// 4. the mapping (a [`prefix`](TenancyBuilder::prefix) or a [function](TenancyBuilder::map)),
-///    then MongoDB's database name rules on the result;
-/// 5. the reserved databases ([`RESERVED_DATABASES`]): refused as unknown tenants;
+/// 4. the mapping (a [`prefix`](TenancyBuilder::prefix) or a [function](TenancyBuilder::map);
+///    with a [directory](TenancyBuilder::directory), the directory's `database_prefix`), then
+///    MongoDB's database name rules on the result;
+/// 5. the reserved databases ([`RESERVED_DATABASES`], and the directory's own database):
+///    refused as unknown tenants;
 /// 6. the allow policy ([`allow_list`](TenancyBuilder::allow_list),
 ///    [`allow`](TenancyBuilder::allow), [`allow_async`](TenancyBuilder::allow_async)),
-///    required whenever there are sources: refused as unknown tenants. Only then does the
-///    manager make any state for the database, so anonymous requests cannot make the service
-///    keep state, or the server create databases, for names nobody allowed. The default
-///    tenant comes from the configuration, not from a request, and is accepted without the
-///    policy.
+///    required whenever there are sources and no directory: refused as unknown tenants. Only
+///    then does the manager make any state for the database, so anonymous requests cannot
+///    make the service keep state, or the server create databases, for names nobody allowed.
+///    The default tenant comes from the configuration, not from a request, and is accepted
+///    without the policy;
+/// 7. with a [directory](TenancyBuilder::directory): the directory routes the tenant (a cache
+///    lookup once warm) and says whether it is served; a tenant it does not have is refused as
+///    unknown, and makes no state either.
 #[derive(Clone)]
 pub struct Tenancy {
     poly: PolyMongo,
@@ -95,6 +112,7 @@ impl fmt::Debug for Tenancy {
             .field("default", &self.policy.default)
             .field("strict_names", &self.policy.strict)
             .field("limits", &self.policy.limits)
+            .field("directory", &self.policy.directory.is_some())
             .finish()
     }
 }
@@ -196,6 +214,45 @@ impl TenancyBuilder {
         self
     }
 
+    /// Resolves the tenant a request names through polymongo's tenant directory
+    /// ([`PolyMongo::tenant`]): the same sources and name rules, then the directory says which
+    /// cluster the tenant's database is on and whether it is served. The manager must have a
+    /// directory (polymongo's `directory` option), whose `database_prefix` makes the database
+    /// names: no [`prefix`](Self::prefix) or [`map`](Self::map) here.
+    ///
+    /// The directory is the allow policy: a tenant it does not have is answered 404 (each
+    /// such request costs one read of the directory, and leaves no state behind). An
+    /// [`allow_list`](Self::allow_list), [`allow`](Self::allow) or
+    /// [`allow_async`](Self::allow_async) set as well is asked first, before the directory.
+    /// The [default tenant](Self::default_tenant) is routed through the directory too.
+    ///
+    /// Once this instance has a tenant's entry, resolving it is a cache lookup: no round trip
+    /// to the directory per request (the directory's change reader keeps the entry in step,
+    /// so a suspension made through another instance is refused here within the directory's
+    /// `refresh` plus one read). Answers: 404 `unknown_tenant`, 403 `suspended_tenant`, 410
+    /// `tenant_gone` (archiving, archived, deleting), 503 `tenant_not_ready` without
+    /// `Retry-After` (creating, restoring), 500 `invalid_tenant_record`, 400 for an id the
+    /// directory refuses, and a failed read of the directory as [`DbError`](crate::DbError)
+    /// answers it (see [`TenantError`]).
+    ///
+    /// Handlers get the model handles on the tenant's cluster
+    /// ([`Tenant::record`](crate::Tenant::record) gives the directory's entry, labels
+    /// included).
+    ///
+    /// ```
+    /// # async fn f(poly: polymongo::PolyMongo) -> Result<(), polymongo_axum::ConfigError> {
+    /// // poly built with `.directory(DirectoryConfig::on("main").database_prefix("t_"))`
+    /// let tenancy = polymongo_axum::Tenancy::builder(poly)
+    ///     .header(axum::http::HeaderName::from_static("x-tenant"))
+    ///     .directory()
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn directory(mut self) -> Self {
+        self.policy.use_directory = true;
+        self
+    }
+
     /// How long a request may wait for a place in its tenant's pool before it is answered 503
     /// `busy` with `Retry-After` (nothing sent). Default 1 s; see [`RequestLimits`].
     pub fn queue_timeout(mut self, wait: Duration) -> Self {
@@ -235,13 +292,34 @@ impl TenancyBuilder {
     /// with sources and no allow policy, [`ConfigError::EmptyBaseDomain`],
     /// [`ConfigError::InvalidPrefix`] for a prefix with a character MongoDB forbids (or too
     /// long to leave room for a name), [`ConfigError::InvalidDefault`],
-    /// [`ConfigError::InvalidAllowed`], [`ConfigError::InvalidLimits`].
+    /// [`ConfigError::InvalidAllowed`], [`ConfigError::InvalidLimits`]; with
+    /// [`directory`](Self::directory), [`ConfigError::NoDirectory`] when the manager has no
+    /// directory and [`ConfigError::MappingWithDirectory`] with a prefix or a map.
     pub fn build(mut self) -> Result<Tenancy, ConfigError> {
         let policy = &mut self.policy;
         if policy.sources.is_empty() && policy.default.is_none() {
             return Err(ConfigError::NoSource);
         }
-        if !policy.sources.is_empty() && matches!(policy.allow, Allow::Unset) {
+        if policy.use_directory {
+            let config = match (&self.poly.options().directory, self.poly.tenants()) {
+                (Some(config), Ok(_)) => config,
+                _ => return Err(ConfigError::NoDirectory),
+            };
+            if !matches!(policy.mapping, Mapping::Identity) {
+                return Err(ConfigError::MappingWithDirectory);
+            }
+            // The names the directory makes, checked by the same rules as any other.
+            if !config.database_prefix.is_empty() {
+                policy.mapping = Mapping::Prefix(config.database_prefix.clone());
+            }
+            policy.directory = Some(DirectoryPolicy {
+                database: config.database.clone(),
+            });
+        }
+        if !policy.sources.is_empty()
+            && matches!(policy.allow, Allow::Unset)
+            && policy.directory.is_none()
+        {
             return Err(ConfigError::NoAllowPolicy);
         }
         for source in &mut policy.sources {
@@ -325,9 +403,14 @@ impl Policy {
         {
             return Err(invalid(NameProblem::Database(rule)));
         }
-        if RESERVED_DATABASES
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&database))
+        let directory_own = self
+            .directory
+            .as_ref()
+            .is_some_and(|d| d.database.eq_ignore_ascii_case(&database));
+        if directory_own
+            || RESERVED_DATABASES
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&database))
         {
             tracing::warn!(source, "request for a reserved database refused");
             return Err(TenantError::Reserved);
@@ -335,8 +418,12 @@ impl Policy {
         Ok(database)
     }
 
-    /// Step 6: the allow policy; the configured default tenant needs none.
+    /// Step 6: the allow policy; the configured default tenant needs none, and with a
+    /// directory and no policy of its own the directory decides.
     async fn accepts(&self, tenant: &str) -> bool {
+        if self.directory.is_some() && matches!(self.allow, Allow::Unset) {
+            return true;
+        }
         self.default.as_deref() == Some(tenant) || self.allow.accepts(tenant).await
     }
 }
@@ -367,8 +454,16 @@ impl Tenancy {
                 default: None,
                 strict: true,
                 limits: RequestLimits::default(),
+                use_directory: false,
+                directory: None,
             },
         }
+    }
+
+    /// Whether tenants are resolved through the manager's tenant directory
+    /// ([`TenancyBuilder::directory`]).
+    pub fn uses_directory(&self) -> bool {
+        self.policy.directory.is_some()
     }
 
     /// The manager.
@@ -414,11 +509,14 @@ impl Tenancy {
         if wait.is_zero() {
             return Err(TenantError::Busy);
         }
-        let slot = self
-            .poly
-            .reserve_connection(database, wait)
-            .await
-            .map_err(|e| TenantError::from_library(&e))?;
+        // With a directory, on the route's own entry: the cluster the directory named, never
+        // one found again by database name (a directory change landing meanwhile could
+        // send that elsewhere).
+        let slot = match parts.extensions.get::<RoutedTenant>() {
+            Some(routed) => routed.0.reserve_connection(wait).await,
+            None => self.poly.reserve_connection(database, wait).await,
+        }
+        .map_err(|e| TenantError::from_library(&e))?;
         parts.extensions.insert(slot.clone());
         Ok(slot)
     }
@@ -426,13 +524,21 @@ impl Tenancy {
     /// Applies the policy to a tenant name given outside a request (a job, an admin tool):
     /// the database it maps to, if it is accepted.
     ///
+    /// With [`directory`](TenancyBuilder::directory), the tenant is routed through the
+    /// directory as a request's would be, and must be served. The database name alone does not
+    /// say which cluster it is on: use [`PolyMongo::tenant`] for the handles.
+    ///
     /// # Errors
     /// As the extractor: [`TenantError::InvalidName`], [`TenantError::Reserved`],
-    /// [`TenantError::Unknown`].
+    /// [`TenantError::Unknown`]; with a directory, its refusals too.
     pub async fn database_for(&self, tenant: &str) -> Result<String, TenantError> {
         let database = self.policy.database_for(tenant, "tenant name")?;
         if !self.policy.accepts(tenant).await {
             return Err(TenantError::Unknown);
+        }
+        if self.policy.directory.is_some() {
+            let routed = directory::route(&self.poly, tenant, "tenant name").await?;
+            return Ok(routed.info().database.clone());
         }
         Ok(database)
     }
@@ -460,9 +566,16 @@ impl Tenancy {
                 None => return Err(TenantError::Missing),
             },
         };
-        let database = self.policy.database_for(&tenant, &source)?;
+        let mut database = self.policy.database_for(&tenant, &source)?;
         if !self.policy.accepts(&tenant).await {
             return Err(TenantError::Unknown);
+        }
+        if self.policy.directory.is_some() {
+            // Warm: a cache lookup. Cold: one read, shared with concurrent requests for the
+            // same tenant; a request dropped meanwhile leaves nothing behind.
+            let routed = directory::route(&self.poly, &tenant, &source).await?;
+            database.clone_from(&routed.info().database);
+            parts.extensions.insert(RoutedTenant(routed));
         }
         let resolved = ResolvedTenant {
             tenant: tenant.into(),
@@ -485,6 +598,8 @@ mod tests {
             default: None,
             strict: true,
             limits: RequestLimits::default(),
+            use_directory: false,
+            directory: None,
         }
     }
 

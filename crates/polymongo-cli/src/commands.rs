@@ -32,6 +32,8 @@ pub async fn run(cli: Cli) -> i32 {
             };
             Ok(crate::migrate::tool(&g, &dir, &tool.command).await)
         }
+        Command::Clusters => Ok(crate::tenants::clusters(&g).await),
+        Command::Tenants(command) => Ok(crate::tenants::tool(&g, command).await),
         command => {
             let poly = match connect(&g, &command).await {
                 Ok(poly) => poly,
@@ -171,7 +173,11 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> Outcome {
             watch(poly, &db, collection).await
         }
         Command::Metrics { listen } => metrics(poly, listen).await,
-        Command::Config(_) | Command::Completions { .. } | Command::Migrate(_) => Ok(exit::OK),
+        Command::Config(_)
+        | Command::Completions { .. }
+        | Command::Migrate(_)
+        | Command::Clusters
+        | Command::Tenants(_) => Ok(exit::OK),
     }
 }
 
@@ -385,7 +391,7 @@ async fn export(
 }
 
 /// Runs `work` until it ends or Ctrl-C; `None` when interrupted.
-async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+pub(crate) async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::select! {
         done = work => Some(done),
         _ = tokio::signal::ctrl_c() => None,

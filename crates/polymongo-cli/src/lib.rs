@@ -7,6 +7,9 @@
 //! polymongo -c polymongo.toml import shop_copy -i shop.ndjson.gz --continue-on-error
 //! polymongo config check polymongo.toml
 //! polymongo migrate apply --dir migrations --prefix tenant_ --canary 3
+//! polymongo -c polymongo.toml clusters
+//! polymongo -c polymongo.toml tenants create acme --cluster cell_a --label plan=pro
+//! polymongo -c polymongo.toml tenants ls --state suspended --all --json
 //! ```
 //!
 //! The binary is a thin `main` over [`main`]. Exit codes: see `src/exit.rs` (and `--help`).
@@ -24,6 +27,7 @@ mod metrics_server;
 pub mod migrate;
 mod out;
 mod progress;
+mod tenants;
 mod top;
 
 use std::path::PathBuf;
@@ -48,7 +52,8 @@ struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 struct Global {
-    /// Configuration file (TOML): uri, default_db, max_pool_size, [retry], [databases.NAME]…
+    /// Configuration file (TOML): uri, default_db, max_pool_size, [retry], [databases.NAME],
+    /// [clusters.NAME], [directory]…
     #[arg(short, long, env = "POLYMONGO_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Connection string of the main cluster (overrides the file). Passwords are never shown.
@@ -169,6 +174,15 @@ enum Command {
     /// Versioned migrations over many databases, from a folder of migration files:
     /// status, plan, apply, rollback.
     Migrate(MigrateTool),
+    /// The clusters of the tenant directory: places taken of each one's capacity, tenants
+    /// by state, the size of their databases. Needs a [directory] section in the
+    /// configuration file.
+    #[command(after_help = tenants::HELP)]
+    Clusters,
+    /// The tenant directory: ls, show, create, suspend, resume. Needs a [directory] section
+    /// in the configuration file.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

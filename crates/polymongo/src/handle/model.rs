@@ -164,15 +164,24 @@ impl<T: Model> ModelHandle<T> {
     /// call tries again), and [`Error::Saturated`](crate::Error::Saturated) if no slot came
     /// free in time.
     pub async fn acquire(&self, name: &str) -> Result<DbHandle<T>> {
-        let mut handle = match self.cached(name) {
+        let handle = match self.cached(name) {
             Some(handle) => handle,
             None => self.db_cold(name)?,
         };
-        if self.registry.has_first_use() {
-            self.registry.first_use(&handle.lease).await?;
+        Self::ready(&self.registry, handle).await
+    }
+
+    /// What [`acquire`](Self::acquire) does once it has the handle: first use, indexes, a
+    /// slot. Also for a handle on a lease its owner chose (a tenant routed by the
+    /// directory).
+    pub(crate) async fn ready(registry: &Registry, mut handle: DbHandle<T>) -> Result<DbHandle<T>> {
+        let name = handle.lease.entry.database.name().to_owned();
+        let name = name.as_str();
+        if registry.has_first_use() {
+            registry.first_use(&handle.lease).await?;
         }
         if !T::indexes().is_empty() {
-            self.ensure_indexes(&handle).await?;
+            Self::ensure_indexes(&handle).await?;
         }
         if let Some(gate) = &handle.lease.entry.gate {
             handle.permit = Some(Arc::new(gate.enter(name).await?));
@@ -180,7 +189,7 @@ impl<T: Model> ModelHandle<T> {
         Ok(handle)
     }
 
-    async fn ensure_indexes(&self, handle: &DbHandle<T>) -> Result<()> {
+    async fn ensure_indexes(handle: &DbHandle<T>) -> Result<()> {
         let ensured = handle.lease.entry.model(|| IndexesEnsured::<T> {
             done: OnceCell::new(),
             _model: PhantomData,

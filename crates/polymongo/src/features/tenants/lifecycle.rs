@@ -403,7 +403,10 @@ impl Tenants {
         let store = self.dir.store(&self.registry).await?;
         let mut places: BTreeMap<String, u64> =
             self.dir.clusters.keys().map(|c| (c.clone(), 0)).collect();
-        for (cluster, state, n) in store.states(&TenantState::ALL.map(TenantState::as_str)).await? {
+        for (cluster, state, n) in store
+            .states(&TenantState::ALL.map(TenantState::as_str))
+            .await?
+        {
             let holds = TenantState::parse(&state).is_none_or(TenantState::holds_place);
             if holds {
                 *places.entry(cluster).or_insert(0) += n;

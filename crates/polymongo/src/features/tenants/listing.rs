@@ -165,7 +165,9 @@ impl Tenants {
     pub async fn census(&self) -> Result<Vec<ClusterCensus>> {
         let store = self.dir.store(&self.registry).await?;
         let places = store.counts().await?;
-        let states = store.states(&TenantState::ALL.map(TenantState::as_str)).await?;
+        let states = store
+            .states(&TenantState::ALL.map(TenantState::as_str))
+            .await?;
         let mut names: Vec<String> = self
             .dir
             .placeable()

@@ -90,6 +90,7 @@ use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_database_name;
 use crate::floor::redact::redact_uri;
 use crate::handle::model::{DbHandle, Model};
+use crate::handle::slot::ConnectionSlot;
 use crate::pool::cluster::{ClusterPool, PoolEnv, PoolKind};
 use crate::registry::{DbLease, Registry};
 use store::Store;
@@ -298,6 +299,7 @@ impl Drop for InFlight<'_> {
 pub struct Tenant {
     lease: DbLease,
     info: Arc<TenantInfo>,
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -318,6 +320,29 @@ impl Tenant {
     /// [`Error::InvalidName`] for an invalid [`Model::COLLECTION`].
     pub fn model<T: Model>(&self) -> Result<DbHandle<T>> {
         crate::handle::model::ModelHandle::<T>::on_lease(self.lease.clone())
+    }
+
+    /// Model `T`'s collection in the tenant's database, ready for work, as
+    /// [`ModelHandle::acquire`](crate::ModelHandle::acquire) makes it: lazy migrations run
+    /// on first use, the model's indexes exist, a slot of a database with
+    /// `max_concurrent_ops` is held — all on the entry this route holds, so on the
+    /// tenant's cluster whatever the directory does meanwhile.
+    ///
+    /// # Errors
+    /// As [`ModelHandle::acquire`](crate::ModelHandle::acquire).
+    pub async fn acquire<T: Model>(&self) -> Result<DbHandle<T>> {
+        let handle = crate::handle::model::ModelHandle::<T>::on_lease(self.lease.clone())?;
+        crate::handle::model::ModelHandle::<T>::ready(&self.registry, handle).await
+    }
+
+    /// A place in the tenant's cluster pool, waited for up to `wait`, as
+    /// [`PolyMongo::reserve_connection`](crate::PolyMongo::reserve_connection) gives one, on
+    /// this route's pool.
+    ///
+    /// # Errors
+    /// As [`PolyMongo::reserve_connection`](crate::PolyMongo::reserve_connection).
+    pub async fn reserve_connection(&self, wait: Duration) -> Result<ConnectionSlot> {
+        ConnectionSlot::reserve(self.lease.clone(), wait).await
     }
 
     /// The driver's handle on the tenant's database.
@@ -471,7 +496,11 @@ impl Tenants {
         if let Some(lease) = self.registry.lease_cached(&name) {
             if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
                 self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
-                return serving(Tenant { lease, info });
+                return serving(Tenant {
+                    lease,
+                    info,
+                    registry: Arc::clone(&self.registry),
+                });
             }
         }
         let database = self.dir.database_of(id)?;
@@ -522,6 +551,7 @@ impl Tenants {
                     return serving(Tenant {
                         lease,
                         info: cached,
+                        registry: Arc::clone(&self.registry),
                     });
                 }
             }
@@ -529,7 +559,11 @@ impl Tenants {
         let pool = self.dir.pool_of(&info.cluster)?;
         let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&info) as _;
         let lease = self.registry.place(database, pool, tag)?;
-        serving(Tenant { lease, info })
+        serving(Tenant {
+            lease,
+            info,
+            registry: Arc::clone(&self.registry),
+        })
     }
 
     /// Creates tenant `id`: chooses its cluster by the placement (capacities respected),
