@@ -54,6 +54,11 @@ pub(crate) fn from_directory(e: polymongo::Error, source: &str) -> TenantError {
                 },
             }
         }
+        // Nothing was sent: the instance lost touch with the directory past its bound.
+        DirectoryError::Stale { .. } => {
+            tracing::warn!(error = %e, "tenant refused: the directory has not been read for too long");
+            TenantError::Unavailable
+        }
         DirectoryError::InvalidRecord { tenant, .. } => {
             tracing::error!(error = %e, "tenant directory entry is invalid; the tenant is not served");
             TenantError::InvalidRecord {

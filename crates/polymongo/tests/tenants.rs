@@ -649,3 +649,167 @@ async fn suspends_cut_at_growing_delays_leave_a_consistent_tenant() {
     );
     assert_eq!(seq().await, before);
 }
+
+/// An instance whose way to the control cluster goes through `proxy` (cells direct), polling
+/// every `refresh`, refusing cached tenants past `max_staleness`.
+async fn instance_through(
+    f: &Fleet,
+    proxy: &polymongo_testkit::FaultProxy,
+    refresh: Duration,
+    max_staleness: Option<Duration>,
+) -> PolyMongo {
+    PolyMongo::builder()
+        .uri(proxy.uri_for(f.control.uri()))
+        .max_pool_size(16)
+        .server_selection_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .heartbeat_frequency(Duration::from_millis(500))
+        .cluster("cell_a", ClusterConfig::new(f.a.uri()))
+        .cluster("cell_b", ClusterConfig::new(f.b.uri()))
+        .directory(
+            DirectoryConfig::on("main")
+                .database_prefix("t_")
+                .refresh(refresh)
+                .watch(false)
+                .max_staleness(max_staleness),
+        )
+        .build()
+        .await
+        .expect("manager")
+}
+
+#[tokio::test]
+async fn with_the_directory_black_holed_cached_tenants_are_served_no_longer_than_max_staleness() {
+    let f = fleet().await;
+    let proxy = polymongo_testkit::FaultProxy::start(&format!(
+        "127.0.0.1:{}",
+        f.control.port().expect("a local server")
+    ))
+    .await
+    .expect("proxy");
+    let (refresh, bound) = (Duration::from_millis(100), Duration::from_millis(1500));
+    let a = instance(&f, None, refresh).await;
+    let b = instance_through(&f, &proxy, refresh, Some(bound)).await;
+    let open = instance_through(&f, &proxy, refresh, None).await;
+    a.tenants()
+        .unwrap()
+        .create("acme", CreateTenant::new())
+        .await
+        .unwrap();
+    b.tenant("acme").await.unwrap();
+    open.tenant("acme").await.unwrap();
+    proxy.black_hole();
+    let cut = Instant::now();
+    // While B serves the tenant, its last successful read of the changes began no longer
+    // than the bound ago; then it refuses, naming the staleness.
+    let (served, since) = loop {
+        let age = b.tenants().unwrap().stats().changes_read_ago;
+        match b.tenant("acme").await {
+            Ok(_) => assert!(age <= bound, "served with changes read {age:?} ago"),
+            Err(Error::Tenant(t)) => match *t {
+                TenantError::Stale { since, .. } => break (cut.elapsed(), since),
+                other => panic!("{other}"),
+            },
+            Err(other) => panic!("{other}"),
+        }
+        assert!(cut.elapsed() < bound * 10, "B never refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(since > bound, "{since:?}");
+    // A suspension made meanwhile is not lost: once the directory answers again, B refuses
+    // the tenant as suspended (not as stale), within refresh plus one read.
+    a.tenants().unwrap().suspend("acme").await.unwrap();
+    // The instance that chose availability still serves it (without the suspension).
+    open.tenant("acme")
+        .await
+        .expect("max_staleness None serves through the outage");
+    proxy.pass_through();
+    let healed = Instant::now();
+    loop {
+        match b.tenant("acme").await {
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => break,
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Stale { .. }) => {}
+            Ok(_) => panic!("B served a tenant suspended during the outage"),
+            Err(other) => {
+                // The pool's connections were cut by the black hole: a read may fail while
+                // the driver reconnects.
+                let _ = other;
+            }
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "B never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let caught_up = healed.elapsed();
+    common::eventually("the open instance sees the suspension", Duration::from_secs(20), || async {
+        matches!(open.tenant("acme").await, Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. })).then_some(())
+    })
+    .await;
+    println!(
+        "black hole: B served for {served:?} (refused after {since:?} without a read, bound \
+         {bound:?}); after healing it refused the suspended tenant within {caught_up:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_a_slow_network_a_suspension_arrives_within_refresh_plus_one_slow_read() {
+    let f = fleet().await;
+    let proxy = polymongo_testkit::FaultProxy::start(&format!(
+        "127.0.0.1:{}",
+        f.control.port().expect("a local server")
+    ))
+    .await
+    .expect("proxy");
+    let refresh = Duration::from_millis(200);
+    let a = instance(&f, None, refresh).await;
+    let b = instance_through(&f, &proxy, refresh, Some(Duration::from_secs(10))).await;
+    a.tenants()
+        .unwrap()
+        .create("acme", CreateTenant::new())
+        .await
+        .unwrap();
+    b.tenant("acme").await.unwrap();
+    let latency = Duration::from_millis(150);
+    proxy.set_latency(latency);
+    // One read of the changes through the proxy, timed with a raw client on the same path.
+    let raw_slow = Client::with_uri_str(proxy.uri_for(f.control.uri()))
+        .await
+        .unwrap();
+    let coll = raw_slow
+        .database("polymongo_directory")
+        .collection::<Document>("tenants");
+    coll.find_one(doc! {}).await.unwrap();
+    let timed = Instant::now();
+    coll.find(doc! { "seq": { "$gt": 0 } })
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
+    let one_read = timed.elapsed();
+    let suspended = Instant::now();
+    a.tenants().unwrap().suspend("acme").await.unwrap();
+    let seen = loop {
+        match b.tenant("acme").await {
+            Err(Error::Tenant(t)) if matches!(*t, TenantError::Suspended { .. }) => {
+                break suspended.elapsed()
+            }
+            Ok(_) => {}
+            Err(other) => panic!("{other}"),
+        }
+        assert!(
+            suspended.elapsed() < Duration::from_secs(30),
+            "B never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // The bound: a read under way when the change landed (it missed it), the refresh, then
+    // the read that sees it — plus a read's worth of slack for the loaded machine.
+    let bound = refresh + one_read * 3;
+    assert!(
+        seen <= bound,
+        "B refused after {seen:?}, bound {bound:?} (one read {one_read:?})"
+    );
+    println!("latency {latency:?} each way: one read {one_read:?}; B refused the suspended tenant after {seen:?} (bound {bound:?})");
+}

@@ -24,6 +24,10 @@ pub const DEFAULT_DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
 /// Shortest directory refresh accepted.
 pub const MIN_DIRECTORY_REFRESH: Duration = Duration::from_millis(10);
 
+/// Default longest time an instance serves cached tenants without a successful read of the
+/// directory's changes (see [`DirectoryConfig::max_staleness`]).
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(60);
+
 /// A named cluster tenants can be placed on.
 #[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -88,6 +92,15 @@ pub struct DirectoryConfig {
     /// changes arrive without waiting for the next refresh. Default `true`; `false`:
     /// polling only.
     pub watch: bool,
+    /// Longest an instance routes tenants by its cached entries when it cannot read the
+    /// directory's changes (the control cluster unreachable, slow, partitioned): past it,
+    /// a cached tenant is refused with [`TenantError::Stale`](crate::tenants::TenantError::Stale)
+    /// until a read succeeds, so a change made meanwhile (a suspension) is never ignored
+    /// for longer. `None`: serve cached tenants for as long as the directory is unreachable
+    /// (availability first; changes wait for it to answer). Default 60 s; at least twice
+    /// `refresh`.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Option<Duration>,
 }
 
 impl Default for DirectoryConfig {
@@ -98,6 +111,7 @@ impl Default for DirectoryConfig {
             database_prefix: String::new(),
             refresh: DEFAULT_DIRECTORY_REFRESH,
             watch: true,
+            max_staleness: Some(DEFAULT_MAX_STALENESS),
         }
     }
 }
@@ -132,6 +146,13 @@ impl DirectoryConfig {
     /// Whether to watch the directory with a change stream as well as polling it.
     pub fn watch(mut self, watch: bool) -> Self {
         self.watch = watch;
+        self
+    }
+
+    /// The longest cached tenants are served without a successful read of the changes
+    /// (`None`: no bound).
+    pub fn max_staleness(mut self, bound: Option<Duration>) -> Self {
+        self.max_staleness = bound;
         self
     }
 }
@@ -209,6 +230,18 @@ pub(crate) fn validate(
             "directory.refresh",
             format!("must be at least {MIN_DIRECTORY_REFRESH:?}"),
         ));
+    }
+    if let Some(bound) = d.max_staleness {
+        if bound < d.refresh * 2 {
+            return Err(config(
+                "directory.max_staleness",
+                format!(
+                    "{bound:?} is less than twice the refresh ({:?}): every instance would \
+                     refuse its tenants between two reads",
+                    d.refresh
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -61,6 +61,15 @@ pub enum TenantError {
         /// The clusters considered.
         clusters: Vec<String>,
     },
+    /// This instance has not read the directory's changes for longer than
+    /// `directory.max_staleness`: it no longer vouches for its cached entry of the tenant,
+    /// and refuses it until a read succeeds. Nothing was sent to the tenant's database.
+    Stale {
+        /// The tenant.
+        tenant: String,
+        /// Time since the last successful read of the changes.
+        since: std::time::Duration,
+    },
     /// A delete whose confirmation does not name the tenant.
     NotConfirmed {
         /// The tenant.
@@ -126,6 +135,11 @@ impl fmt::Display for TenantError {
                 f,
                 "every cluster is at its capacity ({}): no place for a new tenant",
                 clusters.join(", ")
+            ),
+            Self::Stale { tenant, since } => write!(
+                f,
+                "tenant {tenant:?} not served: the directory's changes were last read {since:?} \
+                 ago, more than `directory.max_staleness`"
             ),
             Self::NotConfirmed { tenant, given } => write!(
                 f,

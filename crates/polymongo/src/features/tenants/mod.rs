@@ -43,7 +43,13 @@
 //! the old entry. Where the control cluster has change streams, each instance also watches
 //! the directory and reads the changes as soon as an event arrives (typically milliseconds;
 //! [`DirectoryStats::stream_open`] says whether the stream is up); the polling bound holds
-//! whatever the stream does. A writer that took a sequence number and died before writing
+//! whatever the stream does. When the changes cannot be read (the control cluster
+//! unreachable or partitioned away), an instance goes on routing by its cached entries for
+//! at most `directory.max_staleness` (default 60 s) after the last successful read began;
+//! past it, a cached tenant is refused with [`TenantError::Stale`] (nothing is sent to its
+//! database) until a read succeeds — so no change is ignored for longer than that bound.
+//! `max_staleness: None` chooses availability instead: cached tenants are served through
+//! any directory outage. A writer that took a sequence number and died before writing
 //! leaves a gap; readers wait for it up to 30 s (re-reading what follows it), then go on.
 //! With a directory, the control cluster is connected from the first refresh (the manager's
 //! `cold_start` applies to the other clusters).
@@ -116,6 +122,11 @@ pub(crate) struct Directory {
     /// Woken by the change stream on the directory: read the changes now.
     changed: Notify,
     figures: Figures,
+    /// When the directory was built: the origin of `fresh_at_ms`.
+    epoch: Instant,
+    /// When the last successful read of the changes began, ms after `epoch`: cached
+    /// entries are as fresh as that (see `max_staleness`).
+    fresh_at_ms: AtomicU64,
 }
 
 /// The directory's counters (see [`DirectoryStats`]).
@@ -144,6 +155,11 @@ pub struct DirectoryStats {
     pub stream_open: bool,
     /// Cold reads going on now.
     pub reads_in_flight: usize,
+    /// Time since the last successful read of the directory's changes began: cached
+    /// entries are at least this fresh. Past `directory.max_staleness`, cached tenants are
+    /// refused ([`TenantError::Stale`]).
+    #[serde(with = "humantime_serde")]
+    pub changes_read_ago: Duration,
 }
 
 impl Directory {
@@ -203,7 +219,28 @@ impl Directory {
             indexes: OnceCell::new(),
             changed: Notify::new(),
             figures: Figures::default(),
+            epoch: Instant::now(),
+            fresh_at_ms: AtomicU64::new(0),
         })))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Time since the last successful read of the changes began.
+    fn staleness(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The staleness, when it is past `max_staleness`.
+    fn too_stale(&self) -> Option<Duration> {
+        let bound = self.config.max_staleness?;
+        let since = self.staleness();
+        (since > bound).then_some(since)
     }
 
     fn placeable(&self) -> Vec<&str> {
@@ -433,6 +470,7 @@ impl Tenants {
             stream_events: f.stream_events.load(Ordering::Relaxed),
             stream_open: f.stream_up.load(Ordering::Relaxed),
             reads_in_flight: self.dir.reading.len(),
+            changes_read_ago: self.dir.staleness(),
         }
     }
 
@@ -495,6 +533,13 @@ impl Tenants {
         };
         if let Some(lease) = self.registry.lease_cached(&name) {
             if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
+                if let Some(since) = self.dir.too_stale() {
+                    return Err(TenantError::Stale {
+                        tenant: id.to_owned(),
+                        since,
+                    }
+                    .into());
+                }
                 self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
                 return serving(Tenant {
                     lease,
@@ -833,8 +878,20 @@ pub(crate) fn spawn_refresher(
             let Some(registry) = registry.upgrade() else {
                 return;
             };
-            if let Err(e) = reader.poll(&dir, &registry).await {
-                tracing::debug!(error = %e, "directory refresh failed; next one retries");
+            // A read that hangs (a black-holed network) is given up at the staleness bound:
+            // the next one starts on a fresh connection attempt.
+            let started = dir.now_ms();
+            let limit = dir.config.max_staleness.unwrap_or(Duration::from_secs(60));
+            match tokio::time::timeout(limit, reader.poll(&dir, &registry)).await {
+                Ok(Ok(())) => {
+                    dir.fresh_at_ms.fetch_max(started, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "directory refresh failed; next one retries");
+                }
+                Err(_) => {
+                    tracing::debug!(?limit, "directory refresh took too long; next one retries");
+                }
             }
         }
     });
