@@ -52,7 +52,9 @@ async fn instance(f: &Fleet, control_uri: &str, refresh: Duration, watch: bool) 
             DirectoryConfig::on("main")
                 .database_prefix("t_")
                 .refresh(refresh)
-                .watch(watch),
+                .watch(watch)
+                // A refresh of an hour stands for "no polling" in some measurements.
+                .max_staleness(Some((refresh * 2).max(Duration::from_secs(60)))),
         )
         .build()
         .await

@@ -192,7 +192,9 @@ async fn instance(
                 .database(directory)
                 .database_prefix(prefix)
                 .refresh(refresh)
-                .watch(watch),
+                .watch(watch)
+                // A refresh of an hour stands for "no polling" in some measurements.
+                .max_staleness(Some((refresh * 2).max(Duration::from_secs(60)))),
         )
         .build()
         .await

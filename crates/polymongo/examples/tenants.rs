@@ -1,6 +1,7 @@
 //! The tenant directory: a control cluster and two cells, tenants placed by the fewest
 //! tenants with a capacity on one cell, each tenant's data on its own cell, a suspension
-//! that a second instance picks up within the refresh bound, and typed errors.
+//! that a second instance picks up within the refresh bound, an archive restored onto a cell
+//! chosen by placement, a delete, the census, and typed errors.
 //!
 //! Starts three local test servers (control and two cells); with `MONGODB_URI` set, uses
 //! that one cluster for all three roles (the cells then differ only by name).
@@ -11,7 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use polymongo::tenants::{CreateTenant, TenantError};
+use polymongo::tenants::{
+    ArchiveTenant, CreateTenant, DeleteTenant, Deleted, RestoreTenant, TenantError,
+};
 use polymongo::{ClusterConfig, DirectoryConfig, Error, Model, PolyMongo};
 use polymongo_testkit::TestServer;
 
@@ -100,6 +103,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     tenants.resume("hooli").await?;
+
+    // Archive a tenant to a file (its database is dropped once the file is verified),
+    // restore it onto the other cell, then delete another for good.
+    let folder = std::env::temp_dir().join(format!("polymongo-archives-{}", std::process::id()));
+    let archived = tenants
+        .archive("stark", ArchiveTenant::to_folder(&folder))
+        .await?;
+    if let Some(a) = &archived.archive {
+        println!(
+            "archived stark from {}: {} documents in {} ({} bytes)",
+            a.from_cluster,
+            a.documents(),
+            a.path,
+            a.file_bytes
+        );
+    }
+    // Placed again by the fewest tenants (cell_a has a capacity of 3).
+    let restored = tenants.restore("stark", RestoreTenant::new()).await?;
+    println!(
+        "restored stark onto {} ({})",
+        restored.cluster,
+        restored.state.as_str()
+    );
+    match tenants
+        .delete("umbrella", DeleteTenant::confirming("umbrella"))
+        .await?
+    {
+        Deleted::Removed(info) => println!("deleted umbrella (database {} dropped)", info.database),
+        other => println!("umbrella: {other:?}"),
+    }
+    for c in tenants.census().await? {
+        println!("{:<7} places {} states {:?}", c.name, c.places, c.states);
+    }
+    let _ = std::fs::remove_dir_all(&folder);
 
     for (what, result) in [
         ("unknown tenant", poly.tenant("nobody").await.err()),

@@ -242,8 +242,8 @@ impl PolyMongoBuilder {
     /// (per registry entry) brings it to the latest version of `migrations` before handing
     /// out its handle. An up-to-date database costs one read of its ledger on its first
     /// acquire and nothing on later ones; concurrent first users wait for one run, runners
-    /// of other processes for the database's lock (up to [`DEFAULT_LOCK_WAIT`]
-    /// (crate::migrate::DEFAULT_LOCK_WAIT)). A failing step fails the acquire with
+    /// of other processes for the database's lock (up to
+    /// [`DEFAULT_LOCK_WAIT`](crate::migrate::DEFAULT_LOCK_WAIT)). A failing step fails the acquire with
     /// [`MigrationError::Failed`](crate::migrate::MigrationError::Failed); the next first use
     /// tries again. [`db`](crate::ModelHandle::db), which never does I/O, does not migrate.
     /// See [`migrate`](crate::migrate).

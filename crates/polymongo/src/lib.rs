@@ -71,10 +71,19 @@ pub mod metrics {
     pub use crate::features::metrics::{CONTENT_TYPE, MAX_METRIC_DATABASES};
 
     /// The manager's figures in Prometheus text format (text format 0.0.4): pools, usage,
-    /// and migrations ([`PolyMongo::migration_stats`](crate::PolyMongo::migration_stats)).
+    /// migrations ([`PolyMongo::migration_stats`](crate::PolyMongo::migration_stats)), and
+    /// with a tenant directory its routing figures per cluster
+    /// ([`Tenants::cluster_stats`](crate::tenants::Tenants::cluster_stats)).
     pub fn render(poly: &crate::PolyMongo) -> String {
         let mut out = crate::features::metrics::render_stats(&poly.stats());
         crate::features::metrics::render_migrations(&mut out, &poly.migration_stats());
+        if let Ok(tenants) = poly.tenants() {
+            crate::features::metrics::render_directory(
+                &mut out,
+                &tenants.stats(),
+                &tenants.cluster_stats(),
+            );
+        }
         out
     }
 }

@@ -61,9 +61,9 @@ struct Inner {
     closer: Arc<Closer>,
     stop_housekeeper: watch::Sender<bool>,
     migrations: Arc<Counters>,
-    directory: Option<Arc<Directory>>,
-    /// The lazy migrations, also run on a tenant's database when it is created.
-    first_use: Option<Migrations>,
+    /// The directory's operations, when one is configured (made once: routing a tenant
+    /// clones nothing).
+    tenants: Option<Tenants>,
 }
 
 impl fmt::Debug for PolyMongo {
@@ -180,6 +180,14 @@ impl PolyMongo {
             Arc::downgrade(&registry),
             signal_rx,
         );
+        let tenants = directory.map(|dir| {
+            Tenants::new(
+                dir,
+                Arc::clone(&registry),
+                Arc::clone(&migration_counters),
+                first_use,
+            )
+        });
         let poly = PolyMongo {
             inner: Arc::new(Inner {
                 default_db: resolved.default_db.into(),
@@ -189,8 +197,7 @@ impl PolyMongo {
                 closer: Arc::new(Closer::new()),
                 stop_housekeeper,
                 migrations: migration_counters,
-                directory,
-                first_use,
+                tenants,
                 options,
             }),
         };
@@ -340,17 +347,11 @@ impl PolyMongo {
     /// [`TenantError::NoDirectory`](crate::tenants::TenantError::NoDirectory) without the
     /// `directory` option.
     pub fn tenants(&self) -> Result<Tenants> {
-        let dir = self
+        Ok(self
             .inner
-            .directory
-            .as_ref()
-            .ok_or(crate::tenants::TenantError::NoDirectory)?;
-        Ok(Tenants::new(
-            Arc::clone(dir),
-            Arc::clone(&self.inner.registry),
-            Arc::clone(&self.inner.migrations),
-            self.inner.first_use.clone(),
-        ))
+            .tenants
+            .clone()
+            .ok_or(crate::tenants::TenantError::NoDirectory)?)
     }
 
     /// Tenant `id` routed through the directory (see [`Tenants::route`]): a cache lookup
@@ -359,7 +360,12 @@ impl PolyMongo {
     /// # Errors
     /// As [`Tenants::route`], and without a directory.
     pub async fn tenant(&self, id: &str) -> Result<Tenant> {
-        self.tenants()?.route(id).await
+        self.inner
+            .tenants
+            .as_ref()
+            .ok_or(crate::tenants::TenantError::NoDirectory)?
+            .route(id)
+            .await
     }
 
     /// A [`Fleet`]: migrations applied to, rolled back on or read from many databases, with

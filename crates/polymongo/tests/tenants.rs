@@ -60,7 +60,9 @@ async fn instance_with(f: &Fleet, cap_a: Option<u64>, refresh: Duration, watch: 
             DirectoryConfig::on("main")
                 .database_prefix("t_")
                 .refresh(refresh)
-                .watch(watch),
+                .watch(watch)
+                // A refresh of an hour stands for "no polling" in some measurements.
+                .max_staleness(Some((refresh * 2).max(Duration::from_secs(60)))),
         )
         .build()
         .await
@@ -812,4 +814,109 @@ async fn over_a_slow_network_a_suspension_arrives_within_refresh_plus_one_slow_r
         "B refused after {seen:?}, bound {bound:?} (one read {one_read:?})"
     );
     println!("latency {latency:?} each way: one read {one_read:?}; B refused the suspended tenant after {seen:?} (bound {bound:?})");
+}
+
+#[tokio::test]
+async fn routing_figures_are_counted_per_cluster_and_scraped() {
+    let f = fleet().await;
+    let a = instance(&f, None, Duration::from_millis(100)).await;
+    let b = instance_with(&f, None, Duration::from_millis(100), false).await;
+    let tenants = a.tenants().unwrap();
+    create_on(
+        &tenants,
+        &[("x1", "cell_a"), ("x2", "cell_b"), ("x3", "cell_b")],
+    )
+    .await;
+    for id in ["x1", "x2", "x3"] {
+        for _ in 0..4 {
+            b.tenant(id).await.unwrap();
+        }
+    }
+    tenants.suspend("x3").await.unwrap();
+    common::eventually("B invalidates x3", Duration::from_secs(10), || async {
+        b.tenant("x3").await.is_err().then_some(())
+    })
+    .await;
+    let by: BTreeMap<String, polymongo::tenants::ClusterRouting> = b
+        .tenants()
+        .unwrap()
+        .cluster_stats()
+        .into_iter()
+        .map(|c| (c.cluster.clone(), c))
+        .collect();
+    let figures = |c: &str| (by[c].cache_hits, by[c].cache_misses, by[c].invalidations);
+    assert_eq!(figures("cell_a"), (3, 1, 0));
+    // x3: 1 read, 3 hits, invalidated once, then read again (suspended, cached as such).
+    // x2 and x3 warm 3 times each, and x3 again while the suspension travels.
+    assert!(figures("cell_b").0 >= 6, "{:?}", figures("cell_b"));
+    assert_eq!(figures("cell_b").2, 1);
+    assert!(figures("cell_b").1 >= 3, "{:?}", figures("cell_b"));
+    assert_eq!(figures("main"), (0, 0, 0));
+    let text = polymongo::metrics::render(&b);
+    for line in [
+        "polymongo_directory_routes_total{cluster=\"cell_a\",result=\"hit\"} 3",
+        "polymongo_directory_routes_total{cluster=\"cell_a\",result=\"miss\"} 1",
+        "polymongo_directory_invalidations_total{cluster=\"cell_b\"} 1",
+        "polymongo_directory_stream_open 0",
+        "polymongo_directory_reads_in_flight 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text.contains("polymongo_directory_changes_read_age_seconds "));
+}
+
+#[tokio::test]
+async fn each_cluster_pool_has_the_size_its_configuration_gives() {
+    let f = fleet().await;
+    let poly = PolyMongo::builder()
+        .uri(f.control.uri())
+        .max_pool_size(16)
+        .cluster("cell_a", ClusterConfig::new(f.a.uri()).connections(1, 3))
+        .cluster("cell_b", ClusterConfig::new(f.b.uri()))
+        .directory(DirectoryConfig::on("main").database_prefix("t_"))
+        .build()
+        .await
+        .unwrap();
+    let tenants = poly.tenants().unwrap();
+    create_on(&tenants, &[("pa", "cell_a"), ("pb", "cell_b")]).await;
+    for id in ["pa", "pb"] {
+        poly.tenant(id)
+            .await
+            .unwrap()
+            .model::<Note>()
+            .unwrap()
+            .insert_one(Note { tenant: id.into() })
+            .await
+            .unwrap();
+    }
+    let general = poly.stats().general();
+    let sizes: BTreeMap<String, (u32, u32)> = std::iter::once(&general.primary)
+        .chain(&general.other_clusters)
+        .map(|p| (p.cluster.clone(), (p.stats.min_size, p.stats.max_size)))
+        .collect();
+    let port = |s: &TestServer| format!(":{}", s.port().unwrap());
+    let of = |s: &TestServer| {
+        sizes
+            .iter()
+            .find(|(label, _)| label.contains(&port(s)))
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(of(&f.a), Some((1, 3)), "{sizes:?}");
+    assert_eq!(of(&f.b), Some((0, 16)), "{sizes:?}");
+}
+
+/// Creates each tenant on the cluster named beside it.
+async fn create_on(tenants: &polymongo::tenants::Tenants, placed: &[(&str, &str)]) {
+    for (id, cell) in placed {
+        tenants
+            .create(
+                id,
+                CreateTenant::new().placement(Placement::On((*cell).into())),
+            )
+            .await
+            .unwrap();
+    }
 }

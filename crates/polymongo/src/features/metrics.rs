@@ -336,6 +336,86 @@ pub(crate) fn render_migrations(out: &mut String, m: &MigrationStats) {
     f.sample(name, &[("outcome", "failed")], m.fleet_databases_failed);
 }
 
+/// Appends the tenant directory's routing figures: per cluster (the configured clusters,
+/// a bounded set) cache hits, misses and invalidations, and this instance's link to the
+/// directory. Tenants by state per cluster need a read of the directory, which a scrape does
+/// not do: [`Tenants::census`](crate::tenants::Tenants::census) gives them.
+pub(crate) fn render_directory(
+    out: &mut String,
+    stats: &crate::features::tenants::DirectoryStats,
+    clusters: &[crate::features::tenants::ClusterRouting],
+) {
+    let mut f = Family { out };
+    let name = "polymongo_directory_routes_total";
+    f.header(
+        name,
+        "counter",
+        "Tenants routed through the directory, by cluster: from the cache (hit) or by a read of the directory (miss).",
+    );
+    for c in clusters {
+        f.sample(
+            name,
+            &[("cluster", &c.cluster), ("result", "hit")],
+            c.cache_hits,
+        );
+        f.sample(
+            name,
+            &[("cluster", &c.cluster), ("result", "miss")],
+            c.cache_misses,
+        );
+    }
+    let name = "polymongo_directory_invalidations_total";
+    f.header(
+        name,
+        "counter",
+        "Cached tenant entries forgotten because the directory changed them, by cluster.",
+    );
+    for c in clusters {
+        f.sample(name, &[("cluster", &c.cluster)], c.invalidations);
+    }
+    f.header(
+        "polymongo_directory_stream_events_total",
+        "counter",
+        "Change events received from the directory's change stream.",
+    );
+    f.sample(
+        "polymongo_directory_stream_events_total",
+        &[],
+        stats.stream_events,
+    );
+    f.header(
+        "polymongo_directory_stream_open",
+        "gauge",
+        "1 while the change stream on the directory is open (else changes arrive by polling).",
+    );
+    f.sample(
+        "polymongo_directory_stream_open",
+        &[],
+        u64::from(stats.stream_open),
+    );
+    f.header(
+        "polymongo_directory_reads_in_flight",
+        "gauge",
+        "Cold reads of the directory going on now.",
+    );
+    f.sample(
+        "polymongo_directory_reads_in_flight",
+        &[],
+        stats.reads_in_flight,
+    );
+    f.header(
+        "polymongo_directory_changes_read_age_seconds",
+        "gauge",
+        "Time since the last successful read of the directory's changes began (cached tenants are refused past max_staleness).",
+    );
+    let micros = u64::try_from(stats.changes_read_ago.as_micros()).unwrap_or(u64::MAX);
+    f.sample(
+        "polymongo_directory_changes_read_age_seconds",
+        &[],
+        Seconds(micros),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

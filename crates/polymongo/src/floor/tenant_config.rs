@@ -36,9 +36,15 @@ pub struct ClusterConfig {
     pub uri: String,
     /// Most tenants placed on it; `None`: no bound. At least 1.
     pub capacity: Option<u64>,
-    /// Relative share of new tenants under [`Placement::Weighted`]
-    /// (crate::tenants::Placement::Weighted); default 1.
+    /// Relative share of new tenants under
+    /// [`Placement::Weighted`](crate::tenants::Placement::Weighted); default 1.
     pub weight: Option<u32>,
+    /// Its pool's size: at most this many connections (default: the `max_pool_size`
+    /// option). Applies when the cluster makes its own pool; a cluster whose URI is the
+    /// main one's (or an earlier cluster's) shares that pool and its size.
+    pub max_connections: Option<u32>,
+    /// Connections its pool keeps open (default 0), at most `max_connections`.
+    pub min_connections: Option<u32>,
 }
 
 impl ClusterConfig {
@@ -61,6 +67,13 @@ impl ClusterConfig {
         self.weight = Some(weight);
         self
     }
+
+    /// Its pool's size bounds.
+    pub fn connections(mut self, min: u32, max: u32) -> Self {
+        self.min_connections = Some(min);
+        self.max_connections = Some(max);
+        self
+    }
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -69,6 +82,8 @@ impl fmt::Debug for ClusterConfig {
             .field("uri", &redact_uri(&self.uri))
             .field("capacity", &self.capacity)
             .field("weight", &self.weight)
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
             .finish()
     }
 }
@@ -201,6 +216,20 @@ pub(crate) fn validate(
                 format!("cluster {name:?}: capacity must be at least 1"),
             ));
         }
+        if c.max_connections == Some(0) {
+            return Err(config(
+                "clusters",
+                format!("cluster {name:?}: max_connections must be at least 1"),
+            ));
+        }
+        if let (Some(min), Some(max)) = (c.min_connections, c.max_connections) {
+            if min > max {
+                return Err(config(
+                    "clusters",
+                    format!("cluster {name:?}: min_connections {min} is more than max_connections {max}"),
+                ));
+            }
+        }
         if c.weight == Some(0) {
             return Err(config(
                 "clusters",
@@ -261,10 +290,13 @@ mod tests {
             [clusters.cell_b]
             uri = "mongodb://b:27017"
             weight = 2
+            max_connections = 40
+            min_connections = 2
             [directory]
             cluster = "main"
             database_prefix = "t_"
             refresh = "500ms"
+            max_staleness = "30s"
             "#,
         )
         .expect("valid TOML");
@@ -272,7 +304,47 @@ mod tests {
         let d = options.directory.as_ref().expect("directory");
         assert_eq!(d.refresh, std::time::Duration::from_millis(500));
         assert_eq!(d.database, super::DEFAULT_DIRECTORY_DATABASE);
+        assert_eq!(d.max_staleness, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            (
+                options.clusters["cell_b"].min_connections,
+                options.clusters["cell_b"].max_connections
+            ),
+            (Some(2), Some(40))
+        );
         assert!(options.validate().is_ok());
+
+        for (edit, named) in [
+            (
+                (|o: &mut Options| {
+                    if let Some(c) = o.clusters.get_mut("cell_b") {
+                        c.min_connections = Some(41);
+                    }
+                }) as fn(&mut Options),
+                "min_connections 41 is more than max_connections 40",
+            ),
+            (
+                |o: &mut Options| {
+                    if let Some(c) = o.clusters.get_mut("cell_a") {
+                        c.max_connections = Some(0);
+                    }
+                },
+                "max_connections must be at least 1",
+            ),
+            (
+                |o: &mut Options| {
+                    if let Some(d) = o.directory.as_mut() {
+                        d.max_staleness = Some(std::time::Duration::from_millis(900));
+                    }
+                },
+                "less than twice the refresh",
+            ),
+        ] {
+            let mut bad = options.clone();
+            edit(&mut bad);
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
 
         let mut bad = options.clone();
         if let Some(d) = bad.directory.as_mut() {

@@ -236,8 +236,7 @@ impl<T: Model> ModelHandle<T> {
 
     /// The model's collection in the leased database (a tenant routed by the directory).
     pub(crate) fn on_lease(lease: DbLease) -> Result<DbHandle<T>> {
-        validate_collection_name(T::COLLECTION)?;
-        let collection = lease.entry.collection::<T>(T::COLLECTION);
+        let collection = lease.entry.checked_collection::<T>(T::COLLECTION)?;
         Ok(DbHandle {
             collection,
             lease,

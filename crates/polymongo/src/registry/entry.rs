@@ -147,6 +147,21 @@ impl DbEntry {
         }
     }
 
+    /// [`collection`](Self::collection), with `name` checked unless this entry already made
+    /// the collection of `M` (then it was checked then): no check on the warm path.
+    pub(crate) fn checked_collection<M: Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> crate::floor::error::Result<Collection<M>> {
+        if let Some((first, collection)) = self.first_collection.get() {
+            if *first == TypeId::of::<M>() {
+                return Ok(collection.clone_with_type());
+            }
+        }
+        crate::floor::name::validate_collection_name(name)?;
+        Ok(self.collection(name))
+    }
+
     /// The cached state of type `S` (a model's), made by `make` on first use.
     pub(crate) fn model<S: Any + Send + Sync>(&self, make: impl FnOnce() -> S) -> Arc<S> {
         let id = TypeId::of::<S>();

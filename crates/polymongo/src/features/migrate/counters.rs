@@ -26,8 +26,8 @@ pub struct VersionCounts {
     pub failed: u64,
 }
 
-/// A manager's migration figures (see [`PolyMongo::migration_stats`]
-/// (crate::PolyMongo::migration_stats)).
+/// A manager's migration figures (see
+/// [`PolyMongo::migration_stats`](crate::PolyMongo::migration_stats)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MigrationStats {
     /// Per version, ascending, at most [`MAX_COUNTED_VERSIONS`].

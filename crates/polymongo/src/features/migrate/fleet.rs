@@ -446,8 +446,8 @@ impl<'r> Fleet<'r> {
     /// [`Migrator::apply`]).
     ///
     /// # Errors
-    /// Errors that stop the run before it starts: invalid targets ([`databases`]
-    /// (Self::databases)), [`Error::Config`] for a concurrency out of range or a canary not
+    /// Errors that stop the run before it starts: invalid targets
+    /// ([`databases`](Self::databases)), [`Error::Config`] for a concurrency out of range or a canary not
     /// among the targets. A database's own failure is in its [`DbOutcome`].
     pub async fn migrate(
         self,

@@ -453,8 +453,7 @@ impl Tenants {
     /// route: the state is not `active`).
     fn lease_of(&self, info: &TenantInfo) -> Result<DbLease> {
         let pool = self.dir.pool_of(&info.cluster)?;
-        let tag: std::sync::Arc<dyn std::any::Any + Send + Sync> =
-            std::sync::Arc::new(info.clone());
+        let tag: std::sync::Arc<dyn std::any::Any + Send + Sync> = self.dir.routed(info.clone());
         self.registry.place(&info.database, pool, tag)
     }
 

@@ -1,5 +1,5 @@
 //! The tenant directory: which cluster each tenant's database is on, and in which state,
-//! shared by every application instance (issue 18, first slice).
+//! shared by every application instance.
 //!
 //! ```no_run
 //! # async fn demo() -> polymongo::Result<()> {
@@ -59,6 +59,12 @@
 //! (migrated to the latest version when lazy migrations are configured), then it becomes
 //! `active`. A crash in between leaves a `creating` tenant, which is not served and which
 //! the next `create` of the same id finishes.
+//!
+//! **Archive, restore, delete** ([`Tenants::archive`], [`Tenants::restore`],
+//! [`Tenants::delete`]) record each step in the directory before taking the next, so each
+//! is idempotent and finished by calling it again after a crash; the database is dropped
+//! only once its archive was read back whole and matched it. **Listing**:
+//! [`Tenants::list`] (pages by id) and [`Tenants::census`] (per cluster).
 
 mod lifecycle;
 mod listing;
@@ -109,6 +115,37 @@ struct Cluster {
     pool: Arc<ClusterPool>,
     capacity: Option<u64>,
     weight: u32,
+    figures: Arc<ClusterFigures>,
+}
+
+/// Routing figures of one cluster (see [`ClusterRouting`]).
+#[derive(Default)]
+struct ClusterFigures {
+    hits: AtomicU64,
+    reads: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+/// Routing through the directory to one cluster, on this instance:
+/// [`Tenants::cluster_stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClusterRouting {
+    /// The cluster.
+    pub cluster: String,
+    /// Routes to it served from the cache.
+    pub cache_hits: u64,
+    /// Reads of the directory that routed a tenant to it.
+    pub cache_misses: u64,
+    /// Cached entries of its tenants forgotten because the directory changed them.
+    pub invalidations: u64,
+}
+
+/// A registry entry's tag: the record it was placed with, and its cluster's figures (so a
+/// warm route counts its hit without a lookup).
+pub(crate) struct Routed {
+    info: TenantInfo,
+    figures: Arc<ClusterFigures>,
 }
 
 /// The directory of one manager: its clusters, its control store, its shared cold reads.
@@ -117,7 +154,7 @@ pub(crate) struct Directory {
     clusters: BTreeMap<String, Cluster>,
     /// Cold reads in flight, by tenant: concurrent first uses wait for one read. An entry
     /// lives while a caller waits on it (see [`InFlight`]).
-    reading: DashMap<Box<str>, Arc<OnceCell<Arc<TenantInfo>>>>,
+    reading: DashMap<Box<str>, Arc<OnceCell<Arc<Routed>>>>,
     indexes: OnceCell<()>,
     /// Woken by the change stream on the directory: read the changes now.
     changed: Notify,
@@ -180,6 +217,7 @@ impl Directory {
                 pool: Arc::clone(routes.main_pool()),
                 capacity: None,
                 weight: 1,
+                figures: Arc::default(),
             },
         );
         for (name, c) in &options.clusters {
@@ -187,7 +225,12 @@ impl Directory {
                 match routes.shared_pool(&c.uri) {
                     Some(pool) => pool,
                     None => {
-                        let client_options = options.client_options(&c.uri, None).await.map_err(
+                        let size = (c.max_connections.is_some() || c.min_connections.is_some())
+                            .then(|| crate::floor::config::DedicatedSize {
+                                max: c.max_connections,
+                                min: c.min_connections.unwrap_or(0),
+                            });
+                        let client_options = options.client_options(&c.uri, size).await.map_err(
                             |(_, message)| Error::Config {
                                 field: "clusters",
                                 message: format!("cluster {name:?}: {message}"),
@@ -209,6 +252,7 @@ impl Directory {
                     pool,
                     capacity: c.capacity,
                     weight: c.weight.unwrap_or(1),
+                    figures: Arc::default(),
                 },
             );
         }
@@ -304,22 +348,32 @@ impl Directory {
     fn decode(&self, d: &Document) -> std::result::Result<TenantInfo, TenantError> {
         TenantInfo::from_document(d, |c| self.clusters.contains_key(c))
     }
+
+    /// `info` as a registry tag, with its cluster's figures.
+    fn routed(&self, info: TenantInfo) -> Arc<Routed> {
+        let figures = self
+            .clusters
+            .get(&info.cluster)
+            .map(|c| Arc::clone(&c.figures))
+            .unwrap_or_default();
+        Arc::new(Routed { info, figures })
+    }
 }
 
 /// The record an entry was placed with, as its registry tag.
-fn record_of(lease: &DbLease) -> Option<Arc<TenantInfo>> {
+fn record_of(lease: &DbLease) -> Option<Arc<Routed>> {
     lease
         .entry
         .tag()
-        .and_then(|t| Arc::clone(t).downcast::<TenantInfo>().ok())
+        .and_then(|t| Arc::clone(t).downcast::<Routed>().ok())
 }
 
 /// A waiter on a shared cold read: the last one to go removes the read's entry, whether it
 /// finished or was dropped, so no entry outlives its callers.
 struct InFlight<'d> {
-    map: &'d DashMap<Box<str>, Arc<OnceCell<Arc<TenantInfo>>>>,
+    map: &'d DashMap<Box<str>, Arc<OnceCell<Arc<Routed>>>>,
     id: &'d str,
-    cell: Arc<OnceCell<Arc<TenantInfo>>>,
+    cell: Arc<OnceCell<Arc<Routed>>>,
 }
 
 impl Drop for InFlight<'_> {
@@ -335,20 +389,22 @@ impl Drop for InFlight<'_> {
 #[derive(Clone)]
 pub struct Tenant {
     lease: DbLease,
-    info: Arc<TenantInfo>,
+    routed: Arc<Routed>,
     registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Tenant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant").field("info", &self.info).finish()
+        f.debug_struct("Tenant")
+            .field("info", &self.routed.info)
+            .finish()
     }
 }
 
 impl Tenant {
     /// The directory's record as this instance has it.
     pub fn info(&self) -> &TenantInfo {
-        &self.info
+        &self.routed.info
     }
 
     /// Model `T`'s collection in the tenant's database. No I/O.
@@ -474,6 +530,21 @@ impl Tenants {
         }
     }
 
+    /// Routing figures per cluster on this instance (every configured cluster, `"main"`
+    /// included): cache hits, directory reads, invalidations. Synchronous, no round trip.
+    pub fn cluster_stats(&self) -> Vec<ClusterRouting> {
+        self.dir
+            .clusters
+            .iter()
+            .map(|(name, c)| ClusterRouting {
+                cluster: name.clone(),
+                cache_hits: c.figures.hits.load(Ordering::Relaxed),
+                cache_misses: c.figures.reads.load(Ordering::Relaxed),
+                invalidations: c.figures.invalidations.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// Every placeable cluster with its tenants (places taken), capacity and weight: one
     /// read of the directory.
     ///
@@ -523,33 +594,47 @@ impl Tenants {
     /// [`TenantError::NotServing`] (being created), [`TenantError::InvalidRecord`],
     /// [`Error::Closed`], driver errors reading the directory.
     pub async fn route(&self, id: &str) -> Result<Tenant> {
-        // Warm: the name is not checked (an entry exists only for a checked one) and, without
-        // a prefix, not even built: a map lookup, as for `.db(name)`.
-        let prefix = &self.dir.config.database_prefix;
-        let name: std::borrow::Cow<'_, str> = if prefix.is_empty() {
-            id.into()
-        } else {
-            format!("{prefix}{id}").into()
-        };
-        if let Some(lease) = self.registry.lease_cached(&name) {
-            if let Some(info) = record_of(&lease).filter(|i| i.id == id) {
-                if let Some(since) = self.dir.too_stale() {
-                    return Err(TenantError::Stale {
-                        tenant: id.to_owned(),
-                        since,
-                    }
-                    .into());
-                }
-                self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
-                return serving(Tenant {
-                    lease,
-                    info,
-                    registry: Arc::clone(&self.registry),
-                });
-            }
+        if let Some(warm) = self.route_warm(id) {
+            return warm;
         }
         let database = self.dir.database_of(id)?;
-        self.route_cold(id, &database).await
+        // Boxed: the cold path's state (a read of the directory) would otherwise make every
+        // warm call's future that large too.
+        Box::pin(self.route_cold(id, &database)).await
+    }
+
+    /// The cached route, if this instance has one: a map lookup, as for `.db(name)`. The
+    /// name is not checked (an entry exists only for a checked one) and, with a prefix, is
+    /// put together on the stack.
+    #[inline]
+    fn route_warm(&self, id: &str) -> Option<Result<Tenant>> {
+        let prefix = self.dir.config.database_prefix.as_bytes();
+        let mut buf = [0u8; 2 * crate::floor::name::MAX_DATABASE_NAME_BYTES];
+        let name = if prefix.is_empty() {
+            id
+        } else {
+            let len = prefix.len() + id.len();
+            let buf = buf.get_mut(..len)?;
+            buf[..prefix.len()].copy_from_slice(prefix);
+            buf[prefix.len()..].copy_from_slice(id.as_bytes());
+            std::str::from_utf8(buf).ok()?
+        };
+        let lease = self.registry.lease_cached(name)?;
+        let routed = record_of(&lease).filter(|r| r.info.id == id)?;
+        if let Some(since) = self.dir.too_stale() {
+            return Some(Err(TenantError::Stale {
+                tenant: id.to_owned(),
+                since,
+            }
+            .into()));
+        }
+        self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
+        routed.figures.hits.fetch_add(1, Ordering::Relaxed);
+        Some(serving(Tenant {
+            lease,
+            routed,
+            registry: Arc::clone(&self.registry),
+        }))
     }
 
     async fn route_cold(&self, id: &str, database: &str) -> Result<Tenant> {
@@ -565,7 +650,7 @@ impl Tenants {
             id,
             cell,
         };
-        let info = waiter
+        let routed = waiter
             .cell
             .get_or_try_init(|| async {
                 self.dir.figures.reads.fetch_add(1, Ordering::Relaxed);
@@ -584,29 +669,31 @@ impl Tenants {
                         ),
                     }));
                 }
-                Ok(Arc::new(info))
+                let routed = self.dir.routed(info);
+                routed.figures.reads.fetch_add(1, Ordering::Relaxed);
+                Ok(routed)
             })
             .await?;
-        let info = Arc::clone(info);
+        let routed = Arc::clone(routed);
         drop(waiter);
         // Another caller may have placed it from the same read already.
         if let Some(lease) = self.registry.lease_cached(database) {
             if let Some(cached) = record_of(&lease) {
-                if cached.version >= info.version && cached.id == id {
+                if cached.info.version >= routed.info.version && cached.info.id == id {
                     return serving(Tenant {
                         lease,
-                        info: cached,
+                        routed: cached,
                         registry: Arc::clone(&self.registry),
                     });
                 }
             }
         }
-        let pool = self.dir.pool_of(&info.cluster)?;
-        let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&info) as _;
+        let pool = self.dir.pool_of(&routed.info.cluster)?;
+        let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&routed) as _;
         let lease = self.registry.place(database, pool, tag)?;
         serving(Tenant {
             lease,
-            info,
+            routed,
             registry: Arc::clone(&self.registry),
         })
     }
@@ -750,7 +837,7 @@ impl Tenants {
     /// configured (resumable through the ledger), else created with a first write.
     async fn prepare(&self, info: &TenantInfo) -> Result<()> {
         let pool = self.dir.pool_of(&info.cluster)?;
-        let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::new(info.clone());
+        let tag: Arc<dyn std::any::Any + Send + Sync> = self.dir.routed(info.clone());
         let lease = self.registry.place(&info.database, pool, tag)?;
         match &self.migrations {
             Some(migrations) => {
@@ -841,14 +928,14 @@ impl Tenants {
 
 /// The routed tenant, or why it is not served.
 fn serving(t: Tenant) -> Result<Tenant> {
-    match t.info.state {
+    match t.routed.info.state {
         TenantState::Active => Ok(t),
         TenantState::Suspended => Err(TenantError::Suspended {
-            tenant: t.info.id.clone(),
+            tenant: t.routed.info.id.clone(),
         }
         .into()),
         other => Err(TenantError::NotServing {
-            tenant: t.info.id.clone(),
+            tenant: t.routed.info.id.clone(),
             state: other.as_str().to_owned(),
         }
         .into()),
@@ -978,12 +1065,13 @@ impl ChangeReader {
             };
             seen.insert(info.seq);
             if let Some(entry) = registry.peek(&info.database) {
-                let stale = entry
-                    .tag()
-                    .and_then(|t| t.downcast_ref::<TenantInfo>())
-                    .is_none_or(|cached| cached.version < info.version);
+                let cached = entry.tag().and_then(|t| t.downcast_ref::<Routed>());
+                let stale = cached.is_none_or(|c| c.info.version < info.version);
                 if stale && registry.forget(&info.database) {
                     dir.figures.invalidations.fetch_add(1, Ordering::Relaxed);
+                    if let Some(c) = cached {
+                        c.figures.invalidations.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
