@@ -433,10 +433,16 @@ fn valgrind_available() -> bool {
 /// Instructions per call of variant `v` under callgrind, counted inside the measured loop.
 fn instructions_per_call(u: &Uris, v: usize, calls: usize, n: usize) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // POLYMONGO_CALLGRIND_DIR keeps each child's profile there (`callgrind.<variant>.out`),
+    // for `callgrind_annotate`.
+    let out_file = std::env::var("POLYMONGO_CALLGRIND_DIR").map_or_else(
+        |_| "/dev/null".to_owned(),
+        |dir| format!("{dir}/callgrind.{v}.out"),
+    );
     let out = Command::new("valgrind")
         .args([
             "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
+            &format!("--callgrind-out-file={out_file}"),
             "--toggle-collect=*callgrind_measured_loop*",
         ])
         .arg(exe)

@@ -226,6 +226,15 @@ impl PolyMongoBuilder {
         self
     }
 
+    /// [`on_tenant_change`](PolyMongo::on_tenant_change), registered at build.
+    pub fn on_tenant_change(
+        mut self,
+        hook: impl Fn(&crate::hooks::TenantEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(PendingHook::Tenant(Arc::new(hook)));
+        self
+    }
+
     /// A named cluster tenants can be placed on (see [`tenants`](crate::tenants)).
     pub fn cluster(mut self, name: impl Into<String>, config: crate::ClusterConfig) -> Self {
         self.options.clusters.insert(name.into(), config);

@@ -174,6 +174,12 @@ impl PolyMongo {
         );
         let hook_registry = Arc::new(Hooks::default());
         hook_registry.add_pending(hooks);
+        if let Some(dir) = &directory {
+            dir.set_events(crate::features::hooks::spawn_tenant_events(
+                &runtime,
+                &hook_registry,
+            ));
+        }
         hooks::spawn(
             &runtime,
             Arc::clone(&hook_registry),
@@ -265,6 +271,20 @@ impl PolyMongo {
     /// Calls `hook` when a server of a pool becomes unreachable and when `connect`/`ping` fail.
     pub fn on_error(&self, hook: impl Fn(&ErrorEvent) + Send + Sync + 'static) -> HookHandle {
         self.inner.hooks.add_error_hook(Arc::new(hook))
+    }
+
+    /// Calls `hook` with each change of a tenant's directory entry this instance reads
+    /// (suspensions, archives, moves made by any instance), after its first read of the
+    /// directory; [`TenantEvent::invalidated`](crate::hooks::TenantEvent::invalidated) says
+    /// whether it had the tenant cached. Hooks run on a task of their own, in the order
+    /// the changes were read, never holding up the reads; see
+    /// [`TENANT_EVENT_QUEUE`](crate::hooks::TENANT_EVENT_QUEUE) for a hook that falls behind.
+    /// Without a directory the hook is registered and never called.
+    pub fn on_tenant_change(
+        &self,
+        hook: impl Fn(&crate::hooks::TenantEvent) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.inner.hooks.add_tenant_hook(Arc::new(hook))
     }
 
     /// Pool figures and database statistics.
@@ -359,13 +379,16 @@ impl PolyMongo {
     ///
     /// # Errors
     /// As [`Tenants::route`], and without a directory.
-    pub async fn tenant(&self, id: &str) -> Result<Tenant> {
-        self.inner
-            .tenants
-            .as_ref()
-            .ok_or(crate::tenants::TenantError::NoDirectory)?
-            .route(id)
-            .await
+    pub fn tenant<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl std::future::Future<Output = Result<Tenant>> + Send + 'a {
+        match self.inner.tenants.as_ref() {
+            Some(tenants) => futures_util::future::Either::Left(tenants.route(id)),
+            None => futures_util::future::Either::Right(std::future::ready(Err(
+                crate::tenants::TenantError::NoDirectory.into(),
+            ))),
+        }
     }
 
     /// A [`Fleet`]: migrations applied to, rolled back on or read from many databases, with

@@ -920,3 +920,118 @@ async fn create_on(tenants: &polymongo::tenants::Tenants, placed: &[(&str, &str)
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn least_data_placement_goes_where_the_tenants_hold_least() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    let tenants = poly.tenants().unwrap();
+    create_on(&tenants, &[("big", "cell_a"), ("small", "cell_b")]).await;
+    raw(&f.a)
+        .await
+        .database("t_big")
+        .collection::<Document>("blobs")
+        .insert_many((0..2000).map(|i| doc! { "_id": i, "pad": "x".repeat(500) }))
+        .await
+        .unwrap();
+    let census = tenants.census().await.unwrap();
+    let size = |c: &str| {
+        census
+            .iter()
+            .find(|x| x.name == c)
+            .and_then(|x| x.data_bytes)
+    };
+    let placed = tenants
+        .create("next", CreateTenant::new().placement(Placement::LeastData))
+        .await
+        .unwrap();
+    // Where the server reports sizes, the cell holding less; where it reports none (or the
+    // same), the fewest tenants, then the first name.
+    let expected = match (size("cell_a"), size("cell_b")) {
+        (Some(a), Some(b)) if a > b => "cell_b",
+        (Some(a), Some(b)) if a < b => "cell_a",
+        _ => "cell_a",
+    };
+    assert_eq!(
+        placed.cluster,
+        expected,
+        "sizes {:?} / {:?}",
+        size("cell_a"),
+        size("cell_b")
+    );
+    println!(
+        "data sizes reported: cell_a {:?}, cell_b {:?}; placed on {}",
+        size("cell_a"),
+        size("cell_b"),
+        placed.cluster
+    );
+}
+
+#[tokio::test]
+async fn tenant_change_hooks_hear_each_change_once_and_not_the_first_read() {
+    let f = fleet().await;
+    let a = instance(&f, None, Duration::from_millis(100)).await;
+    create_on(&a.tenants().unwrap(), &[("h1", "cell_a"), ("h2", "cell_b")]).await;
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&heard);
+    let b = PolyMongo::builder()
+        .uri(f.control.uri())
+        .cluster("cell_a", ClusterConfig::new(f.a.uri()))
+        .cluster("cell_b", ClusterConfig::new(f.b.uri()))
+        .directory(
+            DirectoryConfig::on("main")
+                .database_prefix("t_")
+                .refresh(Duration::from_millis(100))
+                .watch(false),
+        )
+        .on_tenant_change(move |e| {
+            sink.lock().unwrap().push((
+                e.tenant.clone(),
+                e.cluster.clone(),
+                e.state.clone(),
+                e.invalidated,
+            ));
+        })
+        .build()
+        .await
+        .unwrap();
+    // The tenants created before B was built are not told.
+    common::eventually("B read the changes", Duration::from_secs(10), || async {
+        (b.tenants().unwrap().stats().change_reads >= 1).then_some(())
+    })
+    .await;
+    b.tenant("h1").await.unwrap();
+    a.tenants().unwrap().suspend("h1").await.unwrap();
+    a.tenants().unwrap().suspend("h2").await.unwrap();
+    let events = common::eventually("B's hook hears both", Duration::from_secs(10), || async {
+        let got = heard.lock().unwrap().clone();
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    // Three more reads: nothing is told twice.
+    let reads = b.tenants().unwrap().stats().change_reads;
+    common::eventually("three more reads", Duration::from_secs(10), || async {
+        (b.tenants().unwrap().stats().change_reads >= reads + 3).then_some(())
+    })
+    .await;
+    let all = heard.lock().unwrap().clone();
+    assert_eq!(all, events, "each change is told once");
+    assert_eq!(
+        all,
+        vec![
+            (
+                "h1".to_owned(),
+                "cell_a".to_owned(),
+                "suspended".to_owned(),
+                true
+            ),
+            (
+                "h2".to_owned(),
+                "cell_b".to_owned(),
+                "suspended".to_owned(),
+                false
+            ),
+        ]
+    );
+    assert_eq!(b.tenants().unwrap().stats().hook_events_dropped, 0);
+}

@@ -181,6 +181,8 @@ pub enum PlacementArg {
     LeastTenants,
     /// The cluster furthest below its share by weight.
     Weighted,
+    /// The cluster whose tenants' databases take the least space.
+    LeastData,
 }
 
 /// A change of a tenant's state that is one write (the lifecycle's longer steps are in
@@ -322,6 +324,7 @@ fn placement_of(cluster: Option<String>, placement: PlacementArg) -> Placement {
         (Some(name), _) => Placement::On(name),
         (None, PlacementArg::LeastTenants) => Placement::LeastTenants,
         (None, PlacementArg::Weighted) => Placement::Weighted,
+        (None, PlacementArg::LeastData) => Placement::LeastData,
     }
 }
 

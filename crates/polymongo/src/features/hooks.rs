@@ -1,5 +1,11 @@
 //! Lifecycle hooks: `on_db_connect`, `on_db_disconnect`, `on_these_db_connect`,
-//! `on_these_db_disconnect`, `on_error`.
+//! `on_these_db_disconnect`, `on_error`, and the tenant directory's `on_tenant_change`.
+//!
+//! Tenant changes come from the directory's change reader through a channel of
+//! [`TENANT_EVENT_QUEUE`] events to a dispatcher of their own: the reader never waits for a
+//! hook (its reads keep the staleness bound), and a hook slower than the changes loses the
+//! events past that queue, counted in
+//! [`DirectoryStats::hook_events_dropped`](crate::tenants::DirectoryStats::hook_events_dropped).
 //!
 //! How hooks run: pools report transitions (a pool's first usable server seen, its last one
 //! lost or the pool closed) and errors as signals on a channel; one dispatcher task, spawned
@@ -56,6 +62,31 @@ pub struct ErrorEvent {
 
 pub(crate) type PoolHook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&ErrorEvent) + Send + Sync>;
+pub(crate) type TenantHook = Arc<dyn Fn(&TenantEvent) + Send + Sync>;
+
+/// Tenant events queued for the hooks at most; later ones are dropped (and counted) until
+/// the hooks catch up.
+pub const TENANT_EVENT_QUEUE: usize = 1024;
+
+/// A change of a tenant's directory entry, as this instance read it (after its first read of
+/// the directory, which only takes its bearings): [`PolyMongo::on_tenant_change`]
+/// (crate::PolyMongo::on_tenant_change).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TenantEvent {
+    /// The tenant.
+    pub tenant: String,
+    /// Its cluster (for an archived tenant, the one it was on).
+    pub cluster: String,
+    /// Its state now.
+    pub state: String,
+    /// Its entry's version now.
+    pub version: u64,
+    /// Whether this instance had the tenant cached and forgot it (an invalidation).
+    pub invalidated: bool,
+    /// When this instance read the change.
+    pub at: SystemTime,
+}
 
 /// A hook given to the builder, registered before anything can connect.
 #[derive(Clone)]
@@ -66,6 +97,7 @@ pub(crate) enum PendingHook {
         hook: PoolHook,
     },
     Error(ErrorHook),
+    Tenant(TenantHook),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +119,7 @@ pub(crate) struct Hooks {
     next: AtomicU64,
     pools: RwLock<Vec<PoolEntry>>,
     errors: RwLock<Vec<(u64, ErrorHook)>>,
+    tenants: RwLock<Vec<(u64, TenantHook)>>,
 }
 
 impl fmt::Debug for Hooks {
@@ -116,11 +149,16 @@ impl HookHandle {
             return true;
         }
         drop(pools);
-        let mut errors = registry.errors.write().unwrap_or_else(|p| p.into_inner());
-        let before = errors.len();
-        errors.retain(|(id, _)| *id != self.id);
-        errors.len() != before
+        remove(&registry.errors, self.id) || remove(&registry.tenants, self.id)
     }
+}
+
+/// Removes hook `id` from `list`; whether it was there.
+fn remove<H>(list: &RwLock<Vec<(u64, H)>>, id: u64) -> bool {
+    let mut list = list.write().unwrap_or_else(|p| p.into_inner());
+    let before = list.len();
+    list.retain(|(i, _)| *i != id);
+    list.len() != before
 }
 
 impl Hooks {
@@ -157,20 +195,38 @@ impl Hooks {
                     hook,
                 } => self.add_pool_hook(connect, only, hook),
                 PendingHook::Error(hook) => self.add_error_hook(hook),
+                PendingHook::Tenant(hook) => self.add_tenant_hook(hook),
             };
         }
     }
 
-    pub(crate) fn add_error_hook(self: &Arc<Self>, hook: ErrorHook) -> HookHandle {
+    pub(crate) fn add_tenant_hook(self: &Arc<Self>, hook: TenantHook) -> HookHandle {
+        self.push(&self.tenants, hook)
+    }
+
+    /// Adds `hook` to `list` under a new id.
+    fn push<H>(self: &Arc<Self>, list: &RwLock<Vec<(u64, H)>>, hook: H) -> HookHandle {
         let id = self.id();
-        self.errors
-            .write()
+        list.write()
             .unwrap_or_else(|p| p.into_inner())
             .push((id, hook));
         HookHandle {
             id,
             registry: Arc::downgrade(self),
         }
+    }
+
+    /// Whether any `on_tenant_change` hook is registered (else the reader makes no events).
+    pub(crate) fn has_tenant_hooks(&self) -> bool {
+        !self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    pub(crate) fn add_error_hook(self: &Arc<Self>, hook: ErrorHook) -> HookHandle {
+        self.push(&self.errors, hook)
     }
 }
 
@@ -282,4 +338,59 @@ pub(crate) fn spawn(
             }
         }
     });
+}
+
+/// The tenant directory's way to its hooks: a bounded queue to a dispatcher task.
+pub(crate) struct TenantEvents {
+    hooks: Weak<Hooks>,
+    queue: mpsc::Sender<TenantEvent>,
+    dropped: AtomicU64,
+}
+
+impl TenantEvents {
+    /// Whether events are worth making: some hook is registered.
+    pub(crate) fn wanted(&self) -> bool {
+        self.hooks.upgrade().is_some_and(|h| h.has_tenant_hooks())
+    }
+
+    /// Queues `event` without waiting; counted as dropped when the queue is full.
+    pub(crate) fn send(&self, event: TenantEvent) {
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped because the hooks were behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the dispatcher of tenant events; it ends when the directory (the sender) is gone.
+pub(crate) fn spawn_tenant_events(runtime: &Handle, hooks: &Arc<Hooks>) -> TenantEvents {
+    let (queue, mut events) = mpsc::channel::<TenantEvent>(TENANT_EVENT_QUEUE);
+    let weak = Arc::downgrade(hooks);
+    runtime.spawn(async move {
+        while let Some(event) = events.recv().await {
+            let Some(hooks) = weak.upgrade() else {
+                return;
+            };
+            let list: Vec<TenantHook> = hooks
+                .tenants
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(_, h)| Arc::clone(h))
+                .collect();
+            drop(hooks);
+            for hook in list {
+                call(&*hook, &event, "on_tenant_change");
+            }
+        }
+    });
+    TenantEvents {
+        hooks: Arc::downgrade(hooks),
+        queue,
+        dropped: AtomicU64::new(0),
+    }
 }

@@ -201,7 +201,7 @@ impl Tenants {
         Ok(out)
     }
 
-    async fn data_bytes(&self, cluster: &str) -> Result<Option<u64>> {
+    pub(super) async fn data_bytes(&self, cluster: &str) -> Result<Option<u64>> {
         let pool = self.dir.pool_of(cluster)?;
         let (client, _) = self.registry.routes().client_of(pool)?;
         let answer = client

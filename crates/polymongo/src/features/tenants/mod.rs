@@ -164,6 +164,12 @@ pub(crate) struct Directory {
     /// When the last successful read of the changes began, ms after `epoch`: cached
     /// entries are as fresh as that (see `max_staleness`).
     fresh_at_ms: AtomicU64,
+    /// Set by the change reader's task once the staleness passes half of `max_staleness`:
+    /// only then does a warm route read the clock to compare it with the bound. Half the
+    /// bound (at least one refresh) is the slack the task has to set it in time.
+    watch_clock: AtomicBool,
+    /// The way to `on_tenant_change` hooks, set when the manager's hooks exist.
+    events: std::sync::OnceLock<crate::features::hooks::TenantEvents>,
 }
 
 /// The directory's counters (see [`DirectoryStats`]).
@@ -174,6 +180,7 @@ struct Figures {
     invalidations: AtomicU64,
     stream_events: AtomicU64,
     stream_up: AtomicBool,
+    change_reads: AtomicU64,
 }
 
 /// What this instance's directory cache did since the manager was built.
@@ -192,6 +199,11 @@ pub struct DirectoryStats {
     pub stream_open: bool,
     /// Cold reads going on now.
     pub reads_in_flight: usize,
+    /// Successful reads of the directory's changes (every `refresh`, and on stream events).
+    pub change_reads: u64,
+    /// `on_tenant_change` events dropped because the hooks were behind (see
+    /// [`TENANT_EVENT_QUEUE`](crate::hooks::TENANT_EVENT_QUEUE)).
+    pub hook_events_dropped: u64,
     /// Time since the last successful read of the directory's changes began: cached
     /// entries are at least this fresh. Past `directory.max_staleness`, cached tenants are
     /// refused ([`TenantError::Stale`]).
@@ -265,7 +277,14 @@ impl Directory {
             figures: Figures::default(),
             epoch: Instant::now(),
             fresh_at_ms: AtomicU64::new(0),
+            watch_clock: AtomicBool::new(false),
+            events: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Connects the directory's change reader to the manager's `on_tenant_change` hooks.
+    pub(crate) fn set_events(&self, events: crate::features::hooks::TenantEvents) {
+        let _ = self.events.set(events);
     }
 
     fn now_ms(&self) -> u64 {
@@ -280,11 +299,40 @@ impl Directory {
         )
     }
 
-    /// The staleness, when it is past `max_staleness`.
+    /// The staleness, when it is past `max_staleness`. Reads the clock only once the
+    /// change reader found the staleness past half the bound.
+    #[inline]
     fn too_stale(&self) -> Option<Duration> {
+        if !self.watch_clock.load(Ordering::Relaxed) {
+            return None;
+        }
         let bound = self.config.max_staleness?;
         let since = self.staleness();
         (since > bound).then_some(since)
+    }
+
+    /// What the change reader's task does after each read (or failed read): tell warm
+    /// routes whether to watch the clock.
+    fn note_staleness(&self) {
+        if let Some(bound) = self.config.max_staleness {
+            self.watch_clock
+                .store(self.staleness() > bound / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the change reader may wait or read before it must look at the staleness
+    /// again: never past half the bound while the clock is not watched.
+    fn next_look(&self, at_most: Duration) -> Duration {
+        match self.config.max_staleness {
+            Some(bound) => {
+                let since = self.staleness();
+                let before = if since > bound / 2 { bound } else { bound / 2 };
+                at_most
+                    .min(before.saturating_sub(since))
+                    .max(Duration::from_millis(1))
+            }
+            None => at_most,
+        }
     }
 
     fn placeable(&self) -> Vec<&str> {
@@ -526,7 +574,9 @@ impl Tenants {
             stream_events: f.stream_events.load(Ordering::Relaxed),
             stream_open: f.stream_up.load(Ordering::Relaxed),
             reads_in_flight: self.dir.reading.len(),
+            change_reads: f.change_reads.load(Ordering::Relaxed),
             changes_read_ago: self.dir.staleness(),
+            hook_events_dropped: self.dir.events.get().map_or(0, |e| e.dropped()),
         }
     }
 
@@ -563,6 +613,7 @@ impl Tenants {
                     tenants: counts.get(name).copied().unwrap_or(0),
                     capacity: c.capacity,
                     weight: c.weight,
+                    data_bytes: None,
                 })
             })
             .collect())
@@ -586,21 +637,28 @@ impl Tenants {
     }
 
     /// Routes tenant `id`: its database on its cluster's pool, from this instance's cache
-    /// when it has the entry (no round trip), else from one read of the directory shared
+    /// when it has the entry (no round trip: the cached route is looked up when `route` is
+    /// called, and the future hands it over), else from one read of the directory shared
     /// by concurrent callers.
     ///
     /// # Errors
     /// [`TenantError::InvalidId`], [`TenantError::Unknown`], [`TenantError::Suspended`],
-    /// [`TenantError::NotServing`] (being created), [`TenantError::InvalidRecord`],
+    /// [`TenantError::NotServing`] (being created, archived…), [`TenantError::Stale`] (the
+    /// directory's changes unread past `max_staleness`), [`TenantError::InvalidRecord`],
     /// [`Error::Closed`], driver errors reading the directory.
-    pub async fn route(&self, id: &str) -> Result<Tenant> {
-        if let Some(warm) = self.route_warm(id) {
-            return warm;
+    pub fn route<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl std::future::Future<Output = Result<Tenant>> + Send + 'a {
+        // Warm, the route is found here, before the future is polled: the future only
+        // hands it over. Cold, it is a read of the directory.
+        match self.route_warm(id) {
+            Some(warm) => futures_util::future::Either::Left(std::future::ready(warm)),
+            None => futures_util::future::Either::Right(async move {
+                let database = self.dir.database_of(id)?;
+                self.route_cold(id, &database).await
+            }),
         }
-        let database = self.dir.database_of(id)?;
-        // Boxed: the cold path's state (a read of the directory) would otherwise make every
-        // warm call's future that large too.
-        Box::pin(self.route_cold(id, &database)).await
     }
 
     /// The cached route, if this instance has one: a map lookup, as for `.db(name)`. The
@@ -817,10 +875,17 @@ impl Tenants {
                         tenants: counts.get(name).copied().unwrap_or(0),
                         capacity: c.capacity,
                         weight: c.weight,
+                        data_bytes: None,
                     },
                 ))
             })
             .collect();
+        let mut loads = loads;
+        if matches!(placement, Placement::LeastData) {
+            for load in loads.values_mut() {
+                load.data_bytes = self.data_bytes(&load.name).await?;
+            }
+        }
         for name in placement.order(&loads) {
             let capacity = self.dir.clusters.get(&name).and_then(|c| c.capacity);
             if store.reserve(&name, capacity).await? {
@@ -953,10 +1018,22 @@ pub(crate) fn spawn_refresher(
 ) {
     runtime.spawn(async move {
         let mut reader = ChangeReader::default();
+        // Where the hooks' story begins: the changes made from now on.
+        // Given up as a read of the changes is (see below); the first read then stands in.
+        if let Some(registry) = registry.upgrade() {
+            let start = async {
+                let store = dir.store(&registry).await?;
+                store.current_seq().await
+            };
+            let limit = dir.next_look(dir.config.refresh);
+            if let Ok(Ok(seq)) = tokio::time::timeout(limit, start).await {
+                reader.tell_above = Some(seq);
+            }
+        }
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                () = tokio::time::sleep(dir.config.refresh) => {}
+                () = tokio::time::sleep(dir.next_look(dir.config.refresh)) => {}
                 () = dir.changed.notified() => {}
             }
             if *stop.borrow() {
@@ -968,7 +1045,7 @@ pub(crate) fn spawn_refresher(
             // A read that hangs (a black-holed network) is given up at the staleness bound:
             // the next one starts on a fresh connection attempt.
             let started = dir.now_ms();
-            let limit = dir.config.max_staleness.unwrap_or(Duration::from_secs(60));
+            let limit = dir.next_look(Duration::from_secs(60));
             match tokio::time::timeout(limit, reader.poll(&dir, &registry)).await {
                 Ok(Ok(())) => {
                     dir.fresh_at_ms.fetch_max(started, Ordering::Relaxed);
@@ -980,6 +1057,7 @@ pub(crate) fn spawn_refresher(
                     tracing::debug!(?limit, "directory refresh took too long; next one retries");
                 }
             }
+            dir.note_staleness();
         }
     });
 }
@@ -1047,6 +1125,12 @@ pub(crate) fn spawn_watcher(
 struct ChangeReader {
     floor: u64,
     gap_since: Option<(u64, Instant)>,
+    /// Changes with a sequence number above this are told to `on_tenant_change` hooks: the
+    /// sequence's value when the reader started (the manager's build). `None` until read.
+    tell_above: Option<u64>,
+    /// Sequence numbers above `floor` already told to the hooks: changes past a gap are
+    /// read again until the gap closes, and told once.
+    told: HashSet<u64>,
 }
 
 impl ChangeReader {
@@ -1064,15 +1148,32 @@ impl ChangeReader {
                 continue;
             };
             seen.insert(info.seq);
+            let mut invalidated = false;
             if let Some(entry) = registry.peek(&info.database) {
                 let cached = entry.tag().and_then(|t| t.downcast_ref::<Routed>());
                 let stale = cached.is_none_or(|c| c.info.version < info.version);
                 if stale && registry.forget(&info.database) {
+                    invalidated = true;
                     dir.figures.invalidations.fetch_add(1, Ordering::Relaxed);
                     if let Some(c) = cached {
                         c.figures.invalidations.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            let fresh = self.told.insert(info.seq);
+            if let Some(events) = dir
+                .events
+                .get()
+                .filter(|e| fresh && self.tell_above.is_some_and(|t| info.seq > t) && e.wanted())
+            {
+                events.send(crate::features::hooks::TenantEvent {
+                    tenant: info.id.clone(),
+                    cluster: info.cluster.clone(),
+                    state: info.state.as_str().to_owned(),
+                    version: info.version,
+                    invalidated,
+                    at: SystemTime::now(),
+                });
             }
         }
         // Move the floor over every sequence number seen without a gap; wait for a gap
@@ -1097,6 +1198,13 @@ impl ChangeReader {
                 }
             }
         }
+        let floor = self.floor;
+        self.told.retain(|seq| *seq > floor);
+        // Could not be read at the start: from now on, then.
+        if self.tell_above.is_none() {
+            self.tell_above = Some(top);
+        }
+        dir.figures.change_reads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -15,6 +15,9 @@ pub struct ClusterLoad {
     pub capacity: Option<u64>,
     /// Its weight (default 1).
     pub weight: u32,
+    /// Size on disk of its tenants' databases, as `listDatabases` reports it: read for
+    /// [`Placement::LeastData`] only (`None` otherwise, or when the server reports none).
+    pub data_bytes: Option<u64>,
 }
 
 impl ClusterLoad {
@@ -39,6 +42,9 @@ pub enum Placement {
     LeastTenants,
     /// The cluster furthest below its share by weight (`tenants / weight` lowest).
     Weighted,
+    /// The cluster whose tenants' databases take the least space (`listDatabases` on each
+    /// cluster at each create; ties and servers that report no sizes: fewest tenants).
+    LeastData,
     /// This cluster.
     On(String),
     /// The application's choice.
@@ -50,6 +56,7 @@ impl fmt::Debug for Placement {
         match self {
             Placement::LeastTenants => f.write_str("LeastTenants"),
             Placement::Weighted => f.write_str("Weighted"),
+            Placement::LeastData => f.write_str("LeastData"),
             Placement::On(c) => f.debug_tuple("On").field(c).finish(),
             Placement::Custom(_) => f.write_str("Custom(..)"),
         }
@@ -68,6 +75,16 @@ impl Placement {
                 .collect(),
             Placement::LeastTenants => {
                 room.sort_by(|a, b| a.tenants.cmp(&b.tenants).then(a.name.cmp(&b.name)));
+                room.into_iter().map(|l| l.name.clone()).collect()
+            }
+            Placement::LeastData => {
+                room.sort_by(|a, b| {
+                    a.data_bytes
+                        .unwrap_or(0)
+                        .cmp(&b.data_bytes.unwrap_or(0))
+                        .then(a.tenants.cmp(&b.tenants))
+                        .then(a.name.cmp(&b.name))
+                });
                 room.into_iter().map(|l| l.name.clone()).collect()
             }
             Placement::Weighted => {
@@ -112,6 +129,7 @@ mod tests {
                         tenants: *t,
                         capacity: *c,
                         weight: *w,
+                        data_bytes: Some(100 - *t),
                     },
                 )
             })
@@ -123,6 +141,8 @@ mod tests {
         let l = loads(&[("a", 5, Some(5), 1), ("b", 3, None, 1), ("c", 1, None, 4)]);
         assert_eq!(Placement::LeastTenants.order(&l), ["c", "b"]);
         assert_eq!(Placement::Weighted.order(&l), ["c", "b"]);
+        // Data: b holds less than c here (97 against 99 bytes).
+        assert_eq!(Placement::LeastData.order(&l), ["b", "c"]);
         assert_eq!(Placement::On("a".into()).order(&l), Vec::<String>::new());
         let custom = Placement::Custom(Arc::new(|_: &[ClusterLoad]| "b".to_owned()));
         assert_eq!(custom.order(&l), ["b", "c"]);

@@ -92,6 +92,12 @@ impl Store {
         Ok(as_u64(d.as_ref().and_then(|d| d.get("value"))))
     }
 
+    /// The change sequence's value now (0 before the first change).
+    pub(crate) async fn current_seq(&self) -> Result<u64> {
+        let d = self.counters.find_one(doc! { "_id": "seq" }).await?;
+        Ok(as_u64(d.as_ref().and_then(|d| d.get("value"))))
+    }
+
     /// Inserts a new tenant's document; `false` when the tenant id or its
     /// `(cluster, database)` is taken.
     pub(crate) async fn insert(&self, d: Document) -> Result<bool> {
