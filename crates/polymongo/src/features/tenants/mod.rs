@@ -654,10 +654,12 @@ impl Tenants {
         // hands it over. Cold, it is a read of the directory.
         match self.route_warm(id) {
             Some(warm) => futures_util::future::Either::Left(std::future::ready(warm)),
-            None => futures_util::future::Either::Right(async move {
+            // Boxed (on the cold path only): its state, a read of the directory, would
+            // otherwise make every warm call's future that large, and moving it costly.
+            None => futures_util::future::Either::Right(Box::pin(async move {
                 let database = self.dir.database_of(id)?;
                 self.route_cold(id, &database).await
-            }),
+            })),
         }
     }
 
