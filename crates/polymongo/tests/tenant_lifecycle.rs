@@ -830,3 +830,67 @@ async fn a_process_killed_mid_archive_keeps_the_data_whole_and_a_rerun_finishes(
         all.len()
     );
 }
+
+#[tokio::test]
+async fn deletes_cut_at_growing_delays_are_finished_by_the_next_call() {
+    let f = fleet().await;
+    let poly = instance(&f).await;
+    let tenants = poly.tenants().unwrap();
+    let cells = clients(&f).await;
+    let mut outcomes = BTreeMap::new();
+    for (i, delay_ms) in [0_u64, 1, 3, 10, 30, 60, 120].into_iter().enumerate() {
+        let id = format!("del{i}");
+        let info = tenants.create(&id, CreateTenant::new()).await.unwrap();
+        seed(
+            client_of(&cells, &info.cluster),
+            &format!("t_{id}"),
+            &id,
+            50,
+        )
+        .await;
+        let cut = tokio::time::timeout(
+            Duration::from_millis(delay_ms),
+            tenants.delete(&id, DeleteTenant::confirming(&id).settle(SETTLE)),
+        )
+        .await;
+        // Cut: the tenant is as it was, fenced (deleting), or gone; never served half-dropped.
+        let state = match tenants.get(&id).await {
+            Ok(now) => {
+                assert!(
+                    matches!(now.state, TenantState::Active | TenantState::Deleting),
+                    "{id}: {:?}",
+                    now.state
+                );
+                now.state.as_str().to_owned()
+            }
+            Err(e) => {
+                assert!(
+                    matches!(tenant_error(&e), TenantError::Unknown { .. }),
+                    "{e}"
+                );
+                "gone".to_owned()
+            }
+        };
+        *outcomes
+            .entry(format!("{}{state}", if cut.is_err() { "cut+" } else { "" }))
+            .or_insert(0) += 1;
+        let again = tenants
+            .delete(&id, DeleteTenant::confirming(&id).settle(SETTLE))
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, Deleted::Removed(_) | Deleted::NotFound),
+            "{again:?}"
+        );
+        assert!(!databases(client_of(&cells, &info.cluster))
+            .await
+            .contains(&format!("t_{id}")));
+        assert!(matches!(
+            tenants.get(&id).await.map_err(|e| tenant_error(&e).clone()),
+            Err(TenantError::Unknown { .. })
+        ));
+    }
+    // Places: none leaked by a dropped caller (the last writes run as their own task).
+    assert!(places(&f).await.is_empty(), "{:?}", places(&f).await);
+    println!("deletes cut at 0–120 ms: {outcomes:?}");
+}
