@@ -9,12 +9,12 @@
 //! 3. `mongod` on `PATH` → a single-node replica set on a free port with a
 //!    temporary dbpath ([`ServerKind::Mongod`]; transactions and change streams
 //!    work as in production);
-//! 4. else [nx-27017](https://pypi.org/project/nx-27017/) 0.8.1, a MongoDB
+//! 4. else `nx-27017` 0.8.1, a MongoDB
 //!    wire-protocol server on SQLite ([`ServerKind::Nx27017`]), installed by
 //!    the kit on first use into a cached Python virtual environment (needs
 //!    `python3` 3.11+ with `venv`; about 6 s once; each server then starts in
 //!    well under a second);
-//! 5. for a test that needs what nx-27017 lacks, [mongoeco](https://pypi.org/project/mongoeco/)
+//! 5. for a test that needs what nx-27017 lacks, `mongoeco`
 //!    4.11.0 ([`ServerKind::MongoEco`]), installed likewise (needs Python 3.13+, found on
 //!    PATH or among pyenv's versions; about 16 s once; each server starts in about 1.5 s).
 //!
