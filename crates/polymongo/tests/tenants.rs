@@ -1035,3 +1035,42 @@ async fn tenant_change_hooks_hear_each_change_once_and_not_the_first_read() {
     );
     assert_eq!(b.tenants().unwrap().stats().hook_events_dropped, 0);
 }
+
+#[tokio::test]
+async fn pages_list_every_tenant_once_and_entries_with_odd_ids_as_invalid() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(1)).await;
+    let tenants = poly.tenants().unwrap();
+    for id in ["p1", "p2", "p3", "p4", "p5"] {
+        tenants.create(id, CreateTenant::new()).await.unwrap();
+    }
+    // Entries no library writes: ids that are not strings.
+    raw(&f.control)
+        .await
+        .database("polymongo_directory")
+        .collection::<Document>("tenants")
+        .insert_many([
+            doc! { "_id": 7, "database": "t_7", "cluster": "cell_a", "state": "active" },
+            // (An ObjectId too where `$type: "objectId"` finds one: not nx-27017, QUIRKS.md.)
+            doc! { "_id": 8.5, "state": "active" },
+        ])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut invalid = Vec::new();
+    let mut options = polymongo::tenants::ListTenants::new().limit(2);
+    loop {
+        let page = tenants.list(options.clone()).await.unwrap();
+        seen.extend(page.tenants.iter().map(|t| t.id.clone()));
+        invalid.extend(page.invalid.iter().cloned());
+        match page.next {
+            Some(next) => options = options.after(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["p1", "p2", "p3", "p4", "p5"]);
+    assert_eq!(invalid.len(), 2, "{invalid:?}");
+    assert!(invalid
+        .iter()
+        .all(|e| matches!(e, TenantError::InvalidRecord { field, .. } if field == "_id")));
+}

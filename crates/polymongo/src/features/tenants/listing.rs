@@ -70,7 +70,8 @@ pub struct TenantPage {
     /// The tenants, by id.
     pub tenants: Vec<TenantInfo>,
     /// Entries of this page that are not what the library writes (edited by hand?), each
-    /// naming its tenant and field; listed, never skipped silently.
+    /// naming its tenant and field; listed, never skipped silently. The first page also
+    /// lists entries whose `_id` is not a string (up to `limit` of them).
     #[serde(serialize_with = "errors_as_text")]
     pub invalid: Vec<TenantError>,
     /// The id to pass to [`ListTenants::after`] for the next page; `None` on the last one.
@@ -147,6 +148,15 @@ impl Tenants {
             match self.dir.decode(d) {
                 Ok(info) => page.tenants.push(info),
                 Err(e) => page.invalid.push(e),
+            }
+        }
+        // Entries whose `_id` is not a string have no place in the id order: the first page
+        // lists them (up to a page's worth) as invalid, so they are never skipped silently.
+        if options.after.is_none() {
+            for d in store.odd_ids(options.limit).await? {
+                if let Err(e) = self.dir.decode(&d) {
+                    page.invalid.push(e);
+                }
             }
         }
         Ok(page)
