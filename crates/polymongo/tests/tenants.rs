@@ -69,6 +69,14 @@ async fn instance_with(f: &Fleet, cap_a: Option<u64>, refresh: Duration, watch: 
         .expect("manager")
 }
 
+/// Two instances on the fleet that learn of changes by polling only.
+async fn polling_pair(f: &Fleet, refresh: Duration) -> (PolyMongo, PolyMongo) {
+    (
+        instance_with(f, None, refresh, false).await,
+        instance_with(f, None, refresh, false).await,
+    )
+}
+
 fn tenant_error(e: &Error) -> &TenantError {
     match e {
         Error::Tenant(t) => t,
@@ -188,10 +196,7 @@ async fn a_suspension_made_through_one_instance_is_refused_by_another_within_the
     let f = fleet().await;
     let refresh = Duration::from_millis(200);
     // Polling only: the bound is the refresh plus one read.
-    let (a, b) = (
-        instance_with(&f, None, refresh, false).await,
-        instance_with(&f, None, refresh, false).await,
-    );
+    let (a, b) = polling_pair(&f, refresh).await;
     a.tenants()
         .unwrap()
         .create("acme", CreateTenant::new())
@@ -594,10 +599,7 @@ async fn with_a_change_stream_a_suspension_arrives_without_waiting_for_the_poll(
 async fn suspends_cut_at_growing_delays_leave_a_consistent_tenant() {
     let f = fleet().await;
     let refresh = Duration::from_millis(100);
-    let (a, b) = (
-        instance_with(&f, None, refresh, false).await,
-        instance_with(&f, None, refresh, false).await,
-    );
+    let (a, b) = polling_pair(&f, refresh).await;
     a.tenants()
         .unwrap()
         .create("flip", CreateTenant::new())

@@ -16,6 +16,7 @@ use super::{
     ImportReport, OnError, Progress, Stage,
 };
 use crate::floor::error::{Error, OpKind, Result};
+use crate::registry::DbLease;
 
 /// How one collection was copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,17 +130,21 @@ impl Bulk<'_> {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`], and the driver's errors.
     pub async fn drop_database(&self, db: &str) -> Result<()> {
-        let lease = self.registry.lease(db)?;
-        let slot = &lease.entry;
-        slot.database
-            .drop()
-            .await
-            .map_err(|e| Error::from_driver_op(e, slot.pool.label(), OpKind::Write))?;
-        // The models' indexes went with it: ensured again on their next use.
-        slot.renew_models();
-        tracing::info!(database = db, cluster = %slot.pool.label(), "database dropped");
-        Ok(())
+        drop_on(&self.registry.lease(db)?).await
     }
+}
+
+/// [`Bulk::drop_database`] on a database already leased (on the cluster its owner chose).
+pub(crate) async fn drop_on(lease: &DbLease) -> Result<()> {
+    let slot = &lease.entry;
+    slot.database
+        .drop()
+        .await
+        .map_err(|e| Error::from_driver_op(e, slot.pool.label(), OpKind::Write))?;
+    // The models' indexes went with it: ensured again on their next use.
+    slot.renew_models();
+    tracing::info!(database = %slot.database.name(), cluster = %slot.pool.label(), "database dropped");
+    Ok(())
 }
 
 struct Stop;

@@ -26,6 +26,7 @@ pub use crate::floor::bulk_report::{
     CollectionReport, DumpProblem, ExportReport, Failure, ImportReport, Stage, FORMAT_VERSION,
     MAX_LINE_BYTES,
 };
+pub(crate) use copy::drop_on;
 pub use copy::{CopyPath, CopyReport};
 pub(crate) use export::export_on;
 use format::{CollectionSpec, Header, Record, Sequence};

@@ -13,8 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::{now_ms, Placement, TenantError, TenantInfo, TenantState, Tenants};
 use crate::features::bulk::{
-    export_on, import_on, verify_stream, DumpSummary, ExportOptions, ImportOptions, Progress,
-    ProgressFn,
+    drop_on, export_on, import_on, verify_stream, DumpSummary, ExportOptions, ImportOptions,
+    Progress, ProgressFn,
 };
 use crate::floor::error::{Error, Result};
 use crate::registry::DbLease;
@@ -218,13 +218,7 @@ impl Tenants {
                 )
                 .await?;
         }
-        lease
-            .entry
-            .database
-            .drop()
-            .await
-            .map_err(|e| Error::from_driver(e, lease.entry.pool.label()))?;
-        lease.entry.renew_models();
+        drop_on(&lease).await?;
         drop(lease);
         self.registry.forget(&info.database);
         // The last two writes go together, whatever becomes of the caller: a cut between
@@ -366,13 +360,7 @@ impl Tenants {
         }
         self.settle(&info, options.settle).await;
         let lease = self.lease_of(&info)?;
-        lease
-            .entry
-            .database
-            .drop()
-            .await
-            .map_err(|e| Error::from_driver(e, lease.entry.pool.label()))?;
-        lease.entry.renew_models();
+        drop_on(&lease).await?;
         drop(lease);
         self.registry.forget(&info.database);
         let this = self.clone();
