@@ -78,6 +78,7 @@
 //!     .route("/notes", get(list))
 //!     .route("/healthz", polymongo_axum::health(poly.clone()))
 //!     .route("/metrics", polymongo_axum::metrics(poly.clone()))
+//!     .route("/figures", polymongo_axum::figures(poly.clone())) // for `polymongo top --app`
 //!     .layer(tenancy.layer())                       // required: deadline + JSON refusals
 //!     .with_state(tenancy);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -89,6 +90,11 @@
 //!
 //! The state must give a [`Tenancy`]: make it the state, or a field of the state with an
 //! [`axum::extract::FromRef`] implementation.
+//!
+//! Operational routes: [`health`] (a ping and each pool's state), [`figures`] (the instance's
+//! pools and busiest, erroring and slowest tenants as a small JSON document, which
+//! `polymongo top --app URL` polls across instances), and with the `metrics` feature
+//! [`metrics`].
 //!
 //! Features: `metrics` (default) adds the [`metrics`] route (polymongo's Prometheus text).
 #![deny(missing_docs, missing_debug_implementations)]
@@ -117,7 +123,7 @@ pub use extract::{Tenant, TenantDb};
 pub use layer::{TenancyLayer, TenancyService};
 #[cfg(feature = "metrics")]
 pub use routes::metrics;
-pub use routes::{health, HealthBody, PoolHealth, HEALTH_PING_TIMEOUT};
+pub use routes::{figures, health, HealthBody, PoolHealth, HEALTH_PING_TIMEOUT};
 pub use serve::{serve, shutdown_signal, ServeReport, ShutdownDeadlines};
 pub use source::TenantSource;
 pub use tenancy::{ResolvedTenant, Tenancy, TenancyBuilder, RESERVED_DATABASES};

@@ -1,5 +1,5 @@
 //! Mountable operational routes: health (a ping of the default database and the state of each
-//! pool) and Prometheus metrics.
+//! pool), Prometheus metrics, and the figures document `polymongo top --app` reads.
 
 use std::time::Duration;
 
@@ -147,6 +147,54 @@ async fn metrics_handler(axum::extract::State(poly): axum::extract::State<PolyMo
             polymongo::metrics::CONTENT_TYPE,
         )],
         polymongo::metrics::render(&poly),
+    )
+        .into_response()
+}
+
+/// The figures route: `GET` answers [`polymongo::Figures::take`] as JSON — the instance's
+/// pools and its busiest, most erroring and slowest databases now, the document
+/// `polymongo top --app URL` polls and aggregates across instances.
+///
+/// No I/O (the manager's snapshots), bounded size whatever the number of databases (every
+/// pool and at most [`polymongo::FIGURES_MAX_TENANTS`] databases), no secrets (pool labels
+/// have their passwords redacted; no configuration or error text), and
+/// `Cache-Control: no-store`. The schema is versioned ([`polymongo::FIGURES_VERSION`]) and
+/// read back with the same type:
+///
+/// ```json
+/// {"version": 1, "instance": "orders-api", "pid": 4242, "taken_at_ms": 1764522000000,
+///  "pools": [{"cluster": "mongodb://app:***@db1:27017/", "kind": "shared", "state": "connected",
+///             "connections": 4, "in_use": 1, "wait_queue": 0, "max_size": 10, "checkouts": 812,
+///             "checkout_failures": 0, "checkout_wait_max_us": 950, "pool_clears": 0,
+///             "databases": 3}],
+///  "tenants": [{"database": "tenant_acme", "ranked": ["operations"], "operations": 700,
+///               "errors": 0, "in_flight": 1, "total_time_us": 350000, "recent_operations": 700,
+///               "recent_time_us": 350000, "p50_us": 512, "p95_us": 1024, "p99_us": 2048,
+///               "last_used_ms": 1764521999990}],
+///  "general": {"total_active_pools": 1, "total_connections": 4, "databases_in_use": 3,
+///              "change_streams": 0, "usage_analytics": true, "usage": {"database": "(all databases)", ...}}}
+/// ```
+///
+/// Usage figures come from the manager's usage analytics: operations run through
+/// [`Tenant::run`](crate::Tenant) (or every command, with
+/// [`UsageAnalytics::Commands`](polymongo::UsageAnalytics::Commands)).
+///
+/// ```
+/// # fn f(poly: polymongo::PolyMongo) {
+/// let app: axum::Router = axum::Router::new().route("/figures", polymongo_axum::figures(poly));
+/// # }
+/// ```
+pub fn figures<S>(poly: PolyMongo) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(figures_handler).with_state(poly)
+}
+
+async fn figures_handler(axum::extract::State(poly): axum::extract::State<PolyMongo>) -> Response {
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(polymongo::Figures::take(&poly)),
     )
         .into_response()
 }

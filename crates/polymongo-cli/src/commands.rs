@@ -33,6 +33,12 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(crate::migrate::tool(&g, &dir, &tool.command).await)
         }
         Command::Clusters => Ok(crate::tenants::clusters(&g).await),
+        // Running applications' figures: no cluster to connect to.
+        Command::Top {
+            app,
+            interval,
+            once,
+        } if !app.is_empty() => crate::top_apps::top(app, g.json, interval, once).await,
         Command::Tenants(command) => Ok(crate::tenants::tool(&g, command).await),
         command => {
             let poly = match connect(&g, &command).await {
@@ -115,7 +121,7 @@ async fn dispatch(g: &Global, poly: &PolyMongo, command: Command) -> Outcome {
             dbs(g, poly).await
         }
         Command::Stats { db } => stats(g, poly, db).await,
-        Command::Top { interval, once } => {
+        Command::Top { interval, once, .. } => {
             reachable(poly, &[poly.default_db_name()]).await?;
             crate::top::top(poly, g.json, interval, once).await
         }

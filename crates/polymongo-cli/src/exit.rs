@@ -6,7 +6,7 @@
 //! | 1 | any other failure (a server error, an I/O error) |
 //! | 2 | bad command line (from the argument parser) |
 //! | 3 | configuration invalid (file, environment or flags), an invalid migration folder, a database name that is not valid, a rollback past a version without down steps; tenant commands: no directory configured, an invalid tenant id, an unknown tenant or cluster |
-//! | 4 | the cluster could not be reached, or refused the credentials |
+//! | 4 | the cluster could not be reached, or refused the credentials; `top --app` printing once: no application answered |
 //! | 5 | partial: an import or copy stopped early or skipped records (the report says which); a migration run left databases failed or not started; `migrate status`/`plan` could not read some database; `tenants ls` listed invalid directory entries |
 //! | 6 | refused: `drop` without confirmation; a tenant change the directory refused (wrong state, exists already, every cluster full) |
 //! | 130 | interrupted by Ctrl-C (what was written, or which databases were migrated, is reported) |
@@ -32,11 +32,12 @@ pub const HELP: &str = "\
 Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 invalid configuration (also: an invalid \
 migration folder, an invalid database name, a rollback past a version without down steps, no \
 tenant directory configured, an invalid tenant id, an unknown tenant or cluster), 4 cluster \
-unreachable or credentials refused, 5 partial (an import or copy skipped or stopped, a \
-migration run left databases failed or not started, migrate status/plan could not read a \
-database, tenants ls found invalid directory entries; the report says which), 6 refused (drop \
-without confirmation; a tenant change refused for the tenant's state, an id that exists \
-already, every cluster full), 130 interrupted, 141 output pipe closed by its reader.
+unreachable or credentials refused (top --app printing once: no application answered), 5 \
+partial (an import or copy skipped or stopped, a migration run left databases failed or not \
+started, migrate status/plan could not read a database, tenants ls found invalid directory \
+entries; the report says which), 6 refused (drop without confirmation; a tenant change refused \
+for the tenant's state, an id that exists already, every cluster full), 130 interrupted, 141 \
+output pipe closed by its reader.
 
 Examples:
   polymongo --uri mongodb://127.0.0.1:27017 dbs
@@ -50,7 +51,8 @@ Examples:
   polymongo migrate rollback --dir migrations --to 4 --databases-from tenants.txt --json
   polymongo -c polymongo.toml clusters
   polymongo -c polymongo.toml tenants create acme --cluster cell_a --label plan=pro
-  polymongo -c polymongo.toml tenants ls --state suspended --all --json";
+  polymongo -c polymongo.toml tenants ls --state suspended --all --json
+  polymongo top --app http://10.0.0.5:3000,http://10.0.0.6:3000";
 
 /// Why the cluster could not be used, when that is the failure.
 enum Unreachable {

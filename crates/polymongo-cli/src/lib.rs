@@ -10,6 +10,7 @@
 //! polymongo -c polymongo.toml clusters
 //! polymongo -c polymongo.toml tenants create acme --cluster cell_a --label plan=pro
 //! polymongo -c polymongo.toml tenants ls --state suspended --all --json
+//! polymongo top --app http://10.0.0.5:3000,http://10.0.0.6:3000
 //! ```
 //!
 //! The binary is a thin `main` over [`main`]. Exit codes: see `src/exit.rs` (and `--help`).
@@ -29,6 +30,7 @@ mod out;
 mod progress;
 mod tenants;
 mod top;
+mod top_apps;
 
 use std::path::PathBuf;
 
@@ -88,14 +90,26 @@ enum Command {
         /// A database.
         db: Option<String>,
     },
-    /// Live view of the cluster: connections, operations per second, databases by size.
+    /// Live view of the cluster (connections, operations per second, databases by size), or
+    /// with --app of running applications (their pools, and the busiest, slowest and most
+    /// erroring tenants now, merged across instances).
     Top {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 2)]
         interval: u64,
-        /// Print one snapshot and exit (what a pipe gets anyway).
+        /// Print one snapshot and exit (what a pipe gets anyway, unless --json).
         #[arg(long)]
         once: bool,
+        /// Applications' figures routes to poll instead of the cluster: http://HOST:PORT
+        /// (the route /figures) or a full URL, comma-separated or repeated. An instance that
+        /// does not answer is shown as down; the view goes on.
+        #[arg(
+            long,
+            value_name = "URL",
+            value_delimiter = ',',
+            value_parser = top_apps::parse_app_url
+        )]
+        app: Vec<top_apps::AppUrl>,
     },
     /// Write a whole database to a dump file (NDJSON, canonical Extended JSON).
     Export {

@@ -17,90 +17,12 @@ use polymongo_testkit::{FaultProxy, TestServer};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+mod common;
+
+use common::tmux::{tmux_available, Tmux};
+
 const BIN: &str = env!("CARGO_BIN_EXE_polymongo");
 const HANG: Duration = Duration::from_secs(60);
-
-fn tmux_available() -> bool {
-    std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A tmux session of its own (own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        let socket = format!("polymongo-test-{}-{}", std::process::id(), rand_suffix());
-        let status = std::process::Command::new("tmux")
-            .args([
-                "-L",
-                &socket,
-                "new-session",
-                "-d",
-                "-x",
-                "140",
-                "-y",
-                "30",
-                command,
-            ])
-            .status()
-            .expect("tmux");
-        assert!(status.success());
-        Self { socket }
-    }
-
-    fn capture(&self) -> String {
-        let out = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "capture-pane", "-p"])
-            .output()
-            .expect("capture");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Types `keys` into the pane (`C-c`: Ctrl-C to its foreground process).
-    fn keys(&self, keys: &str) {
-        let status = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "send-keys", keys])
-            .status()
-            .expect("tmux send-keys");
-        assert!(status.success());
-    }
-
-    /// Polls the screen until `what` is on it.
-    async fn wait_for(&self, what: impl Fn(&str) -> bool) -> String {
-        let until = tokio::time::Instant::now() + HANG;
-        loop {
-            let screen = self.capture();
-            if what(&screen) {
-                return screen;
-            }
-            assert!(
-                tokio::time::Instant::now() < until,
-                "never on screen; last:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(1);
-    h.finish()
-}
 
 async fn seeded(n: i32) -> (TestServer, Client) {
     let server = TestServer::start().await.expect("server");

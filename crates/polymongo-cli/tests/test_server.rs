@@ -1,5 +1,6 @@
-//! The command line against the test kit's `polymongo-test-server` program, as a user runs them
-//! side by side: start the server, point `polymongo` at the URI it printed, stop it with SIGINT.
+//! The command line and the quickstart against the test kit's `polymongo-test-server`
+//! program, as a user runs them side by side: start the server, point `polymongo` and the
+//! quickstart at the URI it printed, stop it with SIGINT.
 //!
 //! The server program belongs to another package, so cargo builds it here only when the whole
 //! workspace (or `-p polymongo-testkit`) is built: the test looks for it next to this package's
@@ -19,6 +20,18 @@ use common::{run, BIN, HANG};
 /// `target/<profile>/polymongo-test-server`, beside `target/<profile>/polymongo`.
 fn server_program() -> Option<PathBuf> {
     let path = PathBuf::from(BIN).with_file_name("polymongo-test-server");
+    path.is_file().then_some(path)
+}
+
+/// `target/<profile>/examples`, where cargo puts the workspace's examples.
+fn examples_dir() -> PathBuf {
+    PathBuf::from(BIN).with_file_name("examples")
+}
+
+/// The core crate's quickstart example, built by `cargo test --workspace` (examples are built
+/// with the tests) or `cargo build -p polymongo --example quickstart`.
+fn quickstart_program() -> Option<PathBuf> {
+    let path = examples_dir().join("quickstart");
     path.is_file().then_some(path)
 }
 
@@ -92,6 +105,49 @@ async fn ping_succeeds_against_the_uri_the_test_server_program_prints() {
     let reply: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(reply["database"], "app");
     assert!(reply["rtt_us"].as_u64().is_some(), "{reply}");
+
+    // The quickstart against the same URI, as the README's first command runs it with
+    // `MONGODB_URI` set: it writes through its own manager; the documents are read back here
+    // with a raw driver client.
+    match quickstart_program() {
+        None => polymongo_testkit::record_skip(&format!(
+            "{} is not built (cargo build -p polymongo --example quickstart, or test the \
+             whole workspace)",
+            examples_dir().join("quickstart").display()
+        )),
+        Some(quickstart) => {
+            let run = tokio::time::timeout(
+                HANG,
+                Command::new(&quickstart)
+                    .env("MONGODB_URI", &uri)
+                    .stdin(Stdio::null())
+                    .output(),
+            )
+            .await
+            .expect("the quickstart hung")
+            .expect("the quickstart runs");
+            let out = String::from_utf8_lossy(&run.stdout);
+            let err = String::from_utf8_lossy(&run.stderr);
+            eprintln!(
+                "MONGODB_URI=<uri> quickstart: exit {:?}\n{out}",
+                run.status.code()
+            );
+            assert_eq!(run.status.code(), Some(0), "stdout {out}\nstderr {err}");
+            assert!(out.contains("tenant_3: admins"), "{out}");
+            let raw = polymongo::mongodb::Client::with_uri_str(&uri)
+                .await
+                .expect("raw client");
+            for tenant in ["tenant_1", "tenant_2", "tenant_3"] {
+                let n = raw
+                    .database(tenant)
+                    .collection::<polymongo::mongodb::bson::Document>("users")
+                    .count_documents(polymongo::mongodb::bson::doc! {})
+                    .await
+                    .expect("count");
+                assert_eq!(n, 2, "{tenant} holds the quickstart's two users");
+            }
+        }
+    }
 
     // Ctrl-C: the server program stops its server and exits 0.
     let kill = std::process::Command::new("kill")

@@ -223,7 +223,9 @@ async fn create_all(poly: &PolyMongo, ids: &[String]) -> Vec<TenantInfo> {
 async fn warm_all(poly: &PolyMongo, ids: &[String]) {
     futures_util::stream::iter(ids)
         .for_each_concurrent(SETUP_CONCURRENCY, |id| async move {
-            poly.tenant(id).await.expect("route");
+            // The model's collection too, as `.db(name)`'s row is warmed with its own.
+            let t = poly.tenant(id).await.expect("route");
+            t.model::<Note>().expect("model");
         })
         .await;
 }

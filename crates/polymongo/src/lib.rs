@@ -57,7 +57,9 @@ pub use features::logging;
 pub use features::migrate;
 pub use features::tenants;
 
-/// Prometheus text exposition of pool and usage figures (feature `metrics`).
+/// Prometheus exposition of pool and usage figures (feature `metrics`): [`render`](metrics::render)
+/// for a standalone `/metrics` route, and with feature `prometheus-client` a collector
+/// (`metrics::collector`) for an application's own `prometheus_client` registry.
 ///
 /// Rendered from the same snapshots as [`Stats`] at scrape time, so there is no second set of
 /// counters to keep in step, and a render costs O(pools + the usage board), whatever the
@@ -66,30 +68,52 @@ pub use features::tenants;
 /// per-database usage series exist only for the [`MAX_METRIC_DATABASES`](metrics::MAX_METRIC_DATABASES)
 /// busiest databases of the last minute or two; everything else is summed under
 /// [`OTHER_DATABASES`].
+///
+/// Latency (`polymongo_db_command_duration_seconds{database}`) and pool waits
+/// (`polymongo_pool_wait_duration_seconds{cluster,kind}`) are histograms with the fixed
+/// bounds of [`DurationHistogram`] (`le` = 2^i µs in seconds, i = 0..=26, then `+Inf`:
+/// [`HISTOGRAM_SERIES`](metrics::HISTOGRAM_SERIES) series per database row or pool), the same
+/// in every instance, so a fleet's buckets add up and its quantiles can be computed.
 #[cfg(feature = "metrics")]
 pub mod metrics {
-    pub use crate::features::metrics::{CONTENT_TYPE, MAX_METRIC_DATABASES};
+    #[cfg(feature = "prometheus-client")]
+    pub use crate::features::metrics::PrometheusCollector;
+    pub use crate::features::metrics::{CONTENT_TYPE, HISTOGRAM_SERIES, MAX_METRIC_DATABASES};
 
     /// The manager's figures in Prometheus text format (text format 0.0.4): pools, usage,
     /// migrations ([`PolyMongo::migration_stats`](crate::PolyMongo::migration_stats)), and
     /// with a tenant directory its routing figures per cluster
     /// ([`Tenants::cluster_stats`](crate::tenants::Tenants::cluster_stats)).
     pub fn render(poly: &crate::PolyMongo) -> String {
-        let mut out = crate::features::metrics::render_stats(&poly.stats());
-        crate::features::metrics::render_migrations(&mut out, &poly.migration_stats());
-        if let Ok(tenants) = poly.tenants() {
-            crate::features::metrics::render_directory(
-                &mut out,
-                &tenants.stats(),
-                &tenants.cluster_stats(),
-            );
-        }
-        out
+        crate::features::metrics::render(poly)
+    }
+
+    /// A `prometheus_client` collector of `poly`'s figures (feature `prometheus-client`):
+    /// the families of [`render`], encoded at each scrape of the registry it is registered
+    /// with, beside the application's own.
+    ///
+    /// ```no_run
+    /// # fn run(poly: &polymongo::PolyMongo) -> std::fmt::Result {
+    /// use prometheus_client::registry::Registry;
+    ///
+    /// let mut registry = Registry::default();
+    /// registry.register_collector(Box::new(polymongo::metrics::collector(poly)));
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus-client")]
+    pub fn collector(poly: &crate::PolyMongo) -> PrometheusCollector {
+        PrometheusCollector::new(poly)
     }
 }
 
 pub use builder::PolyMongoBuilder;
 pub use features::closing::CloseReport;
+pub use features::figures::{
+    Figures, FiguresGeneral, FiguresPool, FiguresTenant, FIGURES_CANDIDATES, FIGURES_MAX_TENANTS,
+    FIGURES_TOP, FIGURES_VERSION,
+};
 pub use features::hooks::{ErrorEvent, HookHandle, PoolEvent};
 pub use features::scale::Scale;
 #[cfg(unix)]
@@ -117,6 +141,7 @@ pub use handle::slot::ConnectionSlot;
 pub use poly::PolyMongo;
 pub use pool::cluster::{ConnectionState, PoolKind, MAX_LISTED_DATABASES};
 pub use pool::cmap::PoolStats;
+pub use pool::histogram::{DurationHistogram, DURATION_BUCKETS};
 pub use registry::gate::QueueStats;
 pub use registry::usage::{TopBy, UsageStats, OTHER_DATABASES, RECENT_WINDOW};
 

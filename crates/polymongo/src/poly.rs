@@ -27,7 +27,7 @@ use crate::features::migrate::{
 use crate::features::ping;
 use crate::features::scale::Scale;
 use crate::features::stats::Stats;
-use crate::features::tenants::{self, Directory, Tenant, Tenants};
+use crate::features::tenants::{self, Directory, TenantRoute, Tenants};
 use crate::features::txn::Transaction;
 use crate::features::watch::{self as streams, ManagedStream};
 use crate::floor::config::Options;
@@ -379,15 +379,10 @@ impl PolyMongo {
     ///
     /// # Errors
     /// As [`Tenants::route`], and without a directory.
-    pub fn tenant<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> impl std::future::Future<Output = Result<Tenant>> + Send + 'a {
+    pub fn tenant<'a>(&'a self, id: &'a str) -> TenantRoute<'a> {
         match self.inner.tenants.as_ref() {
-            Some(tenants) => futures_util::future::Either::Left(tenants.route(id)),
-            None => futures_util::future::Either::Right(std::future::ready(Err(
-                crate::tenants::TenantError::NoDirectory.into(),
-            ))),
+            Some(tenants) => tenants.route(id),
+            None => TenantRoute::refused(crate::tenants::TenantError::NoDirectory.into()),
         }
     }
 

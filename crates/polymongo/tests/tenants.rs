@@ -1076,3 +1076,114 @@ async fn pages_list_every_tenant_once_and_entries_with_odd_ids_as_invalid() {
         .iter()
         .all(|e| matches!(e, TenantError::InvalidRecord { field, .. } if field == "_id")));
 }
+
+#[tokio::test]
+async fn a_tenant_databases_own_configuration_holds_on_its_cluster_and_one_choosing_a_pool_is_refused(
+) {
+    use mongodb::options::WriteConcern;
+    use polymongo::DbConfig;
+
+    let f = fleet().await;
+    // A manager without per-database configuration creates the tenants.
+    let plain = instance(&f, None, Duration::from_secs(1)).await;
+    let tenants = plain.tenants().unwrap();
+    create_on(&tenants, &[("capped", "cell_a"), ("elsewhere", "cell_b")]).await;
+
+    let configured = |extra: DbConfig| {
+        PolyMongo::builder()
+            .uri(f.control.uri())
+            .cluster("cell_a", ClusterConfig::new(f.a.uri()))
+            .cluster("cell_b", ClusterConfig::new(f.b.uri()))
+            .directory(DirectoryConfig::on("main").database_prefix("t_"))
+            .db(
+                "t_capped",
+                DbConfig::new()
+                    .max_concurrent_ops(1)
+                    .queue_timeout(Duration::from_millis(150))
+                    .write_concern(WriteConcern::majority()),
+            )
+            .db("t_elsewhere", extra)
+            .db("t_new", DbConfig::new().max_connections(4))
+            .build()
+    };
+    let poly = configured(DbConfig::new().uri(format!(
+        "mongodb://user:s3cret@127.0.0.1:{}/",
+        f.a.port().unwrap()
+    )))
+    .await
+    .unwrap();
+
+    // The database's own settings hold on the entry the directory placed on cell a.
+    let capped = poly.tenant("capped").await.unwrap();
+    assert_eq!(
+        capped.database().write_concern(),
+        Some(&WriteConcern::majority())
+    );
+    let first = capped.model::<Note>().unwrap();
+    let second = capped.model::<Note>().unwrap_err();
+    assert!(
+        matches!(&second, Error::Saturated { database, limit: 1, .. } if database == "t_capped"),
+        "{second:?}"
+    );
+    let waited = capped.acquire::<Note>().await.unwrap_err();
+    assert!(
+        matches!(&waited, Error::Saturated { waited, .. } if *waited >= Duration::from_millis(150)),
+        "{waited:?}"
+    );
+    first
+        .insert_one(Note {
+            tenant: "capped".into(),
+        })
+        .await
+        .unwrap();
+    drop(first);
+    capped.model::<Note>().unwrap();
+    let on_a = raw(&f.a)
+        .await
+        .database("t_capped")
+        .collection::<Document>("notes")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(on_a, 1, "the note is on cell a");
+    assert!(!databases(&raw(&f.b).await).await.contains("t_capped"));
+
+    // A configuration that would choose the pool is refused, naming the database and the
+    // field, without the URI's password; nothing is placed.
+    let e = poly.tenant("elsewhere").await.unwrap_err();
+    match &e {
+        Error::DbConfig {
+            database, field, ..
+        } => assert_eq!((database.as_str(), *field), ("t_elsewhere", "uri")),
+        other => panic!("expected DbConfig, got {other:?}"),
+    }
+    assert!(!format!("{e} {e:?}").contains("s3cret"), "{e:?}");
+    // So is a create with one, before anything is written.
+    let before = directory_docs(&f).await.len();
+    let e = poly
+        .tenants()
+        .unwrap()
+        .create("new", CreateTenant::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::DbConfig { database, field: "max_connections", .. } if database == "t_new"),
+        "{e:?}"
+    );
+    assert_eq!(directory_docs(&f).await.len(), before);
+    assert_eq!(places_taken(&f).await, 2);
+    poly.close_all(Duration::from_secs(5)).await;
+
+    // Without the conflicting setting the same tenant routes to its own cluster.
+    let fixed = configured(DbConfig::new().read_concern(mongodb::options::ReadConcern::majority()))
+        .await
+        .unwrap();
+    let t = fixed.tenant("elsewhere").await.unwrap();
+    assert_eq!(t.info().cluster, "cell_b");
+    assert_eq!(
+        t.database().read_concern(),
+        Some(&mongodb::options::ReadConcern::majority())
+    );
+    fixed.close_all(Duration::from_secs(5)).await;
+    plain.close_all(Duration::from_secs(5)).await;
+}

@@ -5,6 +5,7 @@
 //! process.
 
 use std::collections::{HashMap, HashSet};
+use std::future::IntoFuture;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -178,6 +179,27 @@ impl Deref for TenantNotes {
     }
 }
 
+impl TenantNotes {
+    /// Runs `op` on the collection. Through polymongo it is counted in the usage analytics
+    /// (operations, errors, latency per tenant: what `/figures` and `/metrics` report); the
+    /// naive backend just runs it.
+    async fn run<'a, A, R>(
+        &'a self,
+        op: impl FnOnce(&'a Collection<Note>) -> A,
+    ) -> Result<R, ApiError>
+    where
+        A: IntoFuture<Output = polymongo::mongodb::error::Result<R>>,
+    {
+        match self {
+            TenantNotes::Poly(t) => t
+                .run(op)
+                .await
+                .map_err(|e| ApiError::Db(Box::new(DbError::from(e)))),
+            TenantNotes::Naive(c) => Ok(op(c).await?),
+        }
+    }
+}
+
 impl FromRequestParts<Backend> for TenantNotes {
     type Rejection = Response;
 
@@ -276,7 +298,7 @@ async fn create(notes: TenantNotes, Json(new): Json<NewNote>) -> Result<Response
         text: new.text,
         created_ms: now_ms(),
     };
-    notes.insert_one(&note).await?;
+    notes.run(|c| c.insert_one(&note)).await?;
     Ok((StatusCode::CREATED, Json(NoteOut::from(note))).into_response())
 }
 
@@ -288,9 +310,7 @@ async fn list(notes: TenantNotes, Query(page): Query<Page>) -> Result<Json<PageO
     };
     // Keyset paging on `_id`: stable under inserts, no skip cost on deep pages.
     let found: Vec<Note> = notes
-        .find(filter)
-        .sort(doc! { "_id": 1 })
-        .limit(limit)
+        .run(|c| c.find(filter).sort(doc! { "_id": 1 }).limit(limit))
         .await?
         .try_collect()
         .await?;
@@ -305,7 +325,7 @@ async fn list(notes: TenantNotes, Query(page): Query<Page>) -> Result<Json<PageO
 
 async fn get_one(notes: TenantNotes, Path(id): Path<String>) -> Result<Json<NoteOut>, ApiError> {
     let id = parse_id(&id)?;
-    match notes.find_one(doc! { "_id": id }).await? {
+    match notes.run(|c| c.find_one(doc! { "_id": id })).await? {
         Some(n) => Ok(Json(n.into())),
         None => Err(NOT_FOUND),
     }
@@ -313,7 +333,7 @@ async fn get_one(notes: TenantNotes, Path(id): Path<String>) -> Result<Json<Note
 
 async fn delete_one(notes: TenantNotes, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let deleted = notes.delete_one(doc! { "_id": id }).await?;
+    let deleted = notes.run(|c| c.delete_one(doc! { "_id": id })).await?;
     if deleted.deleted_count == 0 {
         return Err(NOT_FOUND);
     }
@@ -333,7 +353,8 @@ pub fn router(backend: Backend, poly: Option<&PolyMongo>) -> Router {
     app = match poly {
         Some(poly) => app
             .route("/healthz", polymongo_axum::health(poly.clone()))
-            .route("/metrics", polymongo_axum::metrics(poly.clone())),
+            .route("/metrics", polymongo_axum::metrics(poly.clone()))
+            .route("/figures", polymongo_axum::figures(poly.clone())),
         None => app.route("/healthz", get(naive_health)),
     };
     if let Backend::Poly(tenancy) = &backend {
@@ -386,10 +407,13 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("naive service stopped with {} clients", clients.len());
         return Ok(());
     }
+    // The instance's name in `/figures` (and `polymongo top --app`), and the driver's app name.
+    let name = format!("tenant-service@{addr}");
     let poly = PolyMongo::builder()
         .uri(&settings.uri)
         .default_db(format!("{DB_PREFIX}default"))
         .max_pool_size(settings.pool_size)
+        .app_name(name)
         .build()
         .await?;
     let tenancy = tenancy(&poly, &settings.domain, &settings.tenants)?;

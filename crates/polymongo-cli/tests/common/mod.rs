@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+pub mod tmux;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_polymongo");
 
 /// A bound no healthy step comes near; reaching it means a hang.

@@ -69,8 +69,8 @@ pub(crate) type TenantHook = Arc<dyn Fn(&TenantEvent) + Send + Sync>;
 pub const TENANT_EVENT_QUEUE: usize = 1024;
 
 /// A change of a tenant's directory entry, as this instance read it (after its first read of
-/// the directory, which only takes its bearings): [`PolyMongo::on_tenant_change`]
-/// (crate::PolyMongo::on_tenant_change).
+/// the directory, which only takes its bearings):
+/// [`PolyMongo::on_tenant_change`](crate::PolyMongo::on_tenant_change).
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct TenantEvent {

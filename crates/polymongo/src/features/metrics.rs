@@ -1,4 +1,7 @@
-//! Prometheus text exposition of pool and usage figures (feature `metrics`).
+//! Prometheus exposition of pool and usage figures (feature `metrics`): a text render for a
+//! standalone `/metrics` route, and with feature `prometheus-client` a collector for an
+//! application's own `prometheus_client` registry. Both write the same families from the
+//! same figures.
 //!
 //! Rendered from the same snapshots as [`Stats`](crate::Stats) at scrape time, so there is no
 //! second set of counters to keep in step, and a render costs O(pools + the usage board),
@@ -8,21 +11,69 @@
 //! per-database usage series exist only for the [`MAX_METRIC_DATABASES`] busiest databases of
 //! the last minute or two; everything else is summed under [`OTHER_DATABASES`].
 //!
-//! The format is simple enough that a registry crate would only add a second copy of the
-//! figures; this module writes it directly (text format 0.0.4: `# HELP`, `# TYPE`, escaped
-//! label values).
+//! **Histograms.** Operation latency per database
+//! (`polymongo_db_command_duration_seconds`) and the time operations waited in a pool's wait
+//! queue (`polymongo_pool_wait_duration_seconds`, per pool) are Prometheus histograms with
+//! the fixed bounds of [`DurationHistogram`]: `le` is 2^i µs in seconds for i = 0..=26
+//! (0.000001 to 67.108864), cumulative, then `+Inf`. That is [`HISTOGRAM_SERIES`] series per
+//! database row or pool (27 + 1 `_bucket`, `_sum`, `_count`), so the latency family has at most
+//! `(MAX_METRIC_DATABASES + 1) * HISTOGRAM_SERIES` = 1 530 series. The bounds are the same in
+//! every instance, so the buckets of a fleet add up, and a fleet-wide quantile is
+//! `histogram_quantile(0.99, sum by (le) (rate(polymongo_db_command_duration_seconds_bucket[5m])))`.
+//!
+//! The text format is simple enough that this module writes it directly (text format 0.0.4:
+//! `# HELP`, `# TYPE`, escaped label values); the collector hands the same families to
+//! `prometheus_client`'s encoder instead.
 
-use std::fmt::Write as _;
+use std::fmt;
 
 use crate::features::migrate::MigrationStats;
 use crate::features::stats::{PoolInfo, Stats};
+use crate::pool::histogram::{DurationHistogram, DURATION_BUCKETS};
 use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
+use crate::PolyMongo;
 
 /// Databases with their own usage series; the others are summed into one.
 pub const MAX_METRIC_DATABASES: usize = 50;
 
+/// Series of one histogram (one database row, or one pool): a `_bucket` per bound of
+/// [`DurationHistogram`] ([`DURATION_BUCKETS`] of them, the last `le="+Inf"`), `_sum` and
+/// `_count`.
+pub const HISTOGRAM_SERIES: usize = DURATION_BUCKETS + 2;
+
 /// The content type of [`render`](crate::metrics::render)'s output, for an HTTP response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `le` labels of the histograms' bounded buckets: 2^i µs in seconds, exact.
+const LE: [&str; DURATION_BUCKETS - 1] = [
+    "0.000001",
+    "0.000002",
+    "0.000004",
+    "0.000008",
+    "0.000016",
+    "0.000032",
+    "0.000064",
+    "0.000128",
+    "0.000256",
+    "0.000512",
+    "0.001024",
+    "0.002048",
+    "0.004096",
+    "0.008192",
+    "0.016384",
+    "0.032768",
+    "0.065536",
+    "0.131072",
+    "0.262144",
+    "0.524288",
+    "1.048576",
+    "2.097152",
+    "4.194304",
+    "8.388608",
+    "16.777216",
+    "33.554432",
+    "67.108864",
+];
 
 /// Writes `value` as a label value: backslash, double quote and newline escaped.
 // The special characters are ASCII, so runs between them are whole UTF-8 sequences, copied
@@ -53,15 +104,9 @@ impl SampleValue for u64 {
     }
 }
 
-impl SampleValue for usize {
+impl SampleValue for i64 {
     fn write_to(&self, out: &mut String) {
         out.push_str(itoa::Buffer::new().format(*self));
-    }
-}
-
-impl SampleValue for f64 {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
     }
 }
 
@@ -79,32 +124,73 @@ impl SampleValue for Seconds {
     }
 }
 
-struct Family<'a> {
-    out: &'a mut String,
+/// What a family holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
 }
 
-impl Family<'_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        for part in [
-            "# HELP ",
-            name,
-            " ",
-            help,
-            "\n# TYPE ",
-            name,
-            " ",
-            kind,
-            "\n",
-        ] {
-            self.out.push_str(part);
-        }
-    }
+/// A family's name, type and help. Counter names end in `_total` (the text format's
+/// convention; `prometheus_client` adds the suffix itself).
+struct Head {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
 
-    /// One sample line, written straight into the output (no string per label: a render
-    /// writes hundreds of lines).
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl SampleValue) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
+const fn head(name: &'static str, kind: Kind, help: &'static str) -> Head {
+    Head { name, kind, help }
+}
+
+/// One sample's value.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Count(u64),
+    Signed(i64),
+    /// Microseconds, exposed as seconds.
+    Seconds(u64),
+}
+
+/// Where the families go: the text render, or a `prometheus_client` encoder.
+trait Exposition {
+    /// Writes one family: its head, then whatever `samples` writes.
+    fn family(
+        &mut self,
+        head: &Head,
+        samples: &mut dyn FnMut(&mut dyn Samples) -> fmt::Result,
+    ) -> fmt::Result;
+
+    /// About `bytes` more are coming (the text render grows its buffer once).
+    fn reserve(&mut self, _bytes: usize) {}
+}
+
+/// The samples of the family being written.
+trait Samples {
+    fn value(&mut self, labels: &[(&str, &str)], value: Value) -> fmt::Result;
+    fn histogram(&mut self, labels: &[(&str, &str)], h: &DurationHistogram) -> fmt::Result;
+}
+
+/// The text render: writes straight into one `String` (no string per label: a render writes
+/// hundreds of lines).
+struct Text<'a> {
+    out: &'a mut String,
+    /// The family being written.
+    name: &'static str,
+}
+
+impl Text<'_> {
+    fn line(
+        &mut self,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<&str>,
+        value: impl SampleValue,
+    ) {
+        self.out.push_str(self.name);
+        self.out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
             self.out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
                 if i > 0 {
@@ -115,11 +201,85 @@ impl Family<'_> {
                 write_escaped(self.out, v);
                 self.out.push('"');
             }
+            if let Some(le) = le {
+                if !labels.is_empty() {
+                    self.out.push(',');
+                }
+                self.out.push_str("le=\"");
+                self.out.push_str(le);
+                self.out.push('"');
+            }
             self.out.push('}');
         }
         self.out.push(' ');
         value.write_to(self.out);
         self.out.push('\n');
+    }
+}
+
+impl Exposition for Text<'_> {
+    fn family(
+        &mut self,
+        head: &Head,
+        samples: &mut dyn FnMut(&mut dyn Samples) -> fmt::Result,
+    ) -> fmt::Result {
+        let kind = match head.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        };
+        for part in [
+            "# HELP ",
+            head.name,
+            " ",
+            head.help,
+            "\n# TYPE ",
+            head.name,
+            " ",
+            kind,
+            "\n",
+        ] {
+            self.out.push_str(part);
+        }
+        self.name = head.name;
+        samples(self)
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+}
+
+impl Samples for Text<'_> {
+    fn value(&mut self, labels: &[(&str, &str)], value: Value) -> fmt::Result {
+        match value {
+            Value::Count(v) => self.line("", labels, None, v),
+            Value::Signed(v) => self.line("", labels, None, v),
+            Value::Seconds(us) => self.line("", labels, None, Seconds(us)),
+        }
+        Ok(())
+    }
+
+    fn histogram(&mut self, labels: &[(&str, &str)], h: &DurationHistogram) -> fmt::Result {
+        // The 28 bucket lines share everything up to the `le` value: written (and escaped)
+        // once, then copied.
+        let start = self.out.len();
+        self.line("_bucket", labels, Some(""), 0u64);
+        let shared = self.out.len() - "\"} 0\n".len();
+        let prefix = self.out[start..shared].to_owned();
+        self.out.truncate(start);
+        let mut count = 0;
+        for (i, (_, cumulative)) in h.cumulative().enumerate() {
+            self.out.push_str(&prefix);
+            self.out.push_str(LE.get(i).unwrap_or(&"+Inf"));
+            self.out.push_str("\"} ");
+            cumulative.write_to(self.out);
+            self.out.push('\n');
+            count = cumulative;
+        }
+        self.line("_sum", labels, None, Seconds(h.sum_us));
+        self.line("_count", labels, None, count);
+        Ok(())
     }
 }
 
@@ -131,38 +291,70 @@ fn pool_labels(p: &PoolInfo) -> [(&'static str, &str); 2] {
     [("cluster", p.cluster.as_str()), ("kind", kind)]
 }
 
-/// The figures of `stats` in Prometheus text format:
-/// [`metrics::render`](crate::metrics::render).
-pub(crate) fn render_stats(stats: &Stats<'_>) -> String {
-    let general = stats.general_with(false);
-    // About 32 KiB with 50 databases shown: one allocation, not a few growing copies.
-    let mut out = String::with_capacity(32 * 1024);
-    let mut f = Family { out: &mut out };
+/// Everything [`render`] and the collector expose: pools and usage, migrations, and with a
+/// tenant directory its routing figures.
+fn expose(x: &mut dyn Exposition, poly: &PolyMongo) -> fmt::Result {
+    expose_stats(x, &poly.stats())?;
+    expose_migrations(x, &poly.migration_stats())?;
+    if let Ok(tenants) = poly.tenants() {
+        expose_directory(x, &tenants.stats(), &tenants.cluster_stats())?;
+    }
+    Ok(())
+}
 
-    f.header(
-        "polymongo_live_clients",
-        "gauge",
-        "Driver clients open or shutting down.",
-    );
-    f.sample("polymongo_live_clients", &[], general.live_clients);
-    f.header(
-        "polymongo_active_pools",
-        "gauge",
-        "Pools with an open client.",
-    );
-    f.sample("polymongo_active_pools", &[], general.total_active_pools);
-    f.header(
-        "polymongo_databases_in_use",
-        "gauge",
-        "Databases resolved and routed.",
-    );
-    f.sample("polymongo_databases_in_use", &[], general.databases_in_use);
-    f.header(
-        "polymongo_change_streams",
-        "gauge",
-        "Managed change streams open.",
-    );
-    f.sample("polymongo_change_streams", &[], general.change_streams);
+/// The manager's figures in Prometheus text format: [`metrics::render`](crate::metrics::render).
+pub(crate) fn render(poly: &PolyMongo) -> String {
+    // The fixed families take about 8 KiB; the per-database rows reserve their own.
+    let mut out = String::with_capacity(8 * 1024);
+    let mut text = Text {
+        out: &mut out,
+        name: "",
+    };
+    // Writing into a `String` cannot fail.
+    let _ = expose(&mut text, poly);
+    out
+}
+
+/// The figures of `stats`: pool families, then per-database usage families.
+fn expose_stats(x: &mut dyn Exposition, stats: &Stats<'_>) -> fmt::Result {
+    let general = stats.general_with(false);
+    let gauges: [(Head, usize); 4] = [
+        (
+            head(
+                "polymongo_live_clients",
+                Kind::Gauge,
+                "Driver clients open or shutting down.",
+            ),
+            general.live_clients,
+        ),
+        (
+            head(
+                "polymongo_active_pools",
+                Kind::Gauge,
+                "Pools with an open client.",
+            ),
+            general.total_active_pools,
+        ),
+        (
+            head(
+                "polymongo_databases_in_use",
+                Kind::Gauge,
+                "Databases resolved and routed.",
+            ),
+            general.databases_in_use,
+        ),
+        (
+            head(
+                "polymongo_change_streams",
+                Kind::Gauge,
+                "Managed change streams open.",
+            ),
+            general.change_streams,
+        ),
+    ];
+    for (h, v) in &gauges {
+        x.family(h, &mut |s| s.value(&[], Value::Count(*v as u64)))?;
+    }
 
     let pools: Vec<&PoolInfo> = std::iter::once(&general.primary)
         .chain(
@@ -173,249 +365,443 @@ pub(crate) fn render_stats(stats: &Stats<'_>) -> String {
                 .filter(|p| p.state != crate::pool::cluster::ConnectionState::Disconnected),
         )
         .collect();
-    type Pick = fn(&PoolInfo) -> f64;
-    let families: [(&str, &str, &str, Pick); 8] = [
+    type Pick = fn(&PoolInfo) -> Value;
+    let families: [(Head, Pick); 8] = [
         (
-            "polymongo_pool_connections",
-            "gauge",
-            "Pooled connections (monitoring connections excluded).",
-            |p| p.stats.total as f64,
+            head(
+                "polymongo_pool_connections",
+                Kind::Gauge,
+                "Pooled connections (monitoring connections excluded).",
+            ),
+            |p| Value::Signed(p.stats.total),
         ),
         (
-            "polymongo_pool_connections_in_use",
-            "gauge",
-            "Connections checked out.",
-            |p| p.stats.in_use as f64,
+            head(
+                "polymongo_pool_connections_in_use",
+                Kind::Gauge,
+                "Connections checked out.",
+            ),
+            |p| Value::Signed(p.stats.in_use),
         ),
         (
-            "polymongo_pool_wait_queue",
-            "gauge",
-            "Operations waiting for a connection.",
-            |p| p.stats.wait_queue as f64,
+            head(
+                "polymongo_pool_wait_queue",
+                Kind::Gauge,
+                "Operations waiting for a connection.",
+            ),
+            |p| Value::Signed(p.stats.wait_queue),
         ),
         (
-            "polymongo_pool_max_size",
-            "gauge",
-            "Maximum pool size.",
-            |p| f64::from(p.stats.max_size),
+            head("polymongo_pool_max_size", Kind::Gauge, "Maximum pool size."),
+            |p| Value::Count(u64::from(p.stats.max_size)),
         ),
         (
-            "polymongo_pool_checkouts_total",
-            "counter",
-            "Connections checked out.",
-            |p| p.stats.checkouts as f64,
+            head(
+                "polymongo_pool_checkouts_total",
+                Kind::Counter,
+                "Connections checked out.",
+            ),
+            |p| Value::Count(p.stats.checkouts),
         ),
         (
-            "polymongo_pool_checkout_failures_total",
-            "counter",
-            "Failed checkouts.",
-            |p| p.stats.checkout_failures as f64,
+            head(
+                "polymongo_pool_checkout_failures_total",
+                Kind::Counter,
+                "Failed checkouts.",
+            ),
+            |p| Value::Count(p.stats.checkout_failures),
         ),
         (
-            "polymongo_pool_checkout_wait_max_seconds",
-            "gauge",
-            "Longest checkout wait.",
-            |p| p.stats.checkout_wait_max_us as f64 / 1e6,
+            head(
+                "polymongo_pool_checkout_wait_max_seconds",
+                Kind::Gauge,
+                "Longest checkout wait.",
+            ),
+            |p| Value::Seconds(p.stats.checkout_wait_max_us),
         ),
         (
-            "polymongo_pool_clears_total",
-            "counter",
-            "Pool clears after errors.",
-            |p| p.stats.pool_clears as f64,
+            head(
+                "polymongo_pool_clears_total",
+                Kind::Counter,
+                "Pool clears after errors.",
+            ),
+            |p| Value::Count(p.stats.pool_clears),
         ),
     ];
-    for (name, kind, help, pick) in families {
-        f.header(name, kind, help);
-        for p in &pools {
-            f.sample(name, &pool_labels(p), pick(p));
+    for (h, pick) in &families {
+        x.family(h, &mut |s| {
+            for p in &pools {
+                s.value(&pool_labels(p), pick(p))?;
+            }
+            Ok(())
+        })?;
+    }
+    x.reserve(pools.len() * HISTOGRAM_SERIES * 120);
+    x.family(
+        &head(
+            "polymongo_pool_wait_duration_seconds",
+            Kind::Histogram,
+            "Time operations waited in the pool's wait queue for a connection, one observation per wait (operations that found a connection free did not wait).",
+        ),
+        &mut |s| {
+            for p in &pools {
+                s.histogram(&pool_labels(p), &p.stats.queue_wait)?;
+            }
+            Ok(())
+        },
+    )?;
+
+    let Some(total) = stats.total_usage() else {
+        return Ok(());
+    };
+    let mut shown = stats.top_databases(MAX_METRIC_DATABASES, TopBy::Operations);
+    // Everything not shown, so each family sums to the manager's total.
+    let mut rest = UsageStats {
+        database: OTHER_DATABASES.to_owned(),
+        ..total
+    };
+    for u in &shown {
+        rest.operations = rest.operations.saturating_sub(u.operations);
+        rest.errors = rest.errors.saturating_sub(u.errors);
+        rest.total_time_us = rest.total_time_us.saturating_sub(u.total_time_us);
+        rest.latency = rest.latency.saturating_sub(&u.latency);
+        for (k, v) in &u.by_command {
+            if let Some(r) = rest.by_command.get_mut(k) {
+                *r = r.saturating_sub(*v);
+            }
         }
     }
-
-    if let Some(total) = stats.total_usage() {
-        let mut shown = stats.top_databases(MAX_METRIC_DATABASES, TopBy::Operations);
-        // Everything not shown, so each family sums to the manager's total.
-        let mut rest = UsageStats {
-            database: OTHER_DATABASES.to_owned(),
-            ..total
-        };
-        for u in &shown {
-            rest.operations = rest.operations.saturating_sub(u.operations);
-            rest.errors = rest.errors.saturating_sub(u.errors);
-            rest.total_time_us = rest.total_time_us.saturating_sub(u.total_time_us);
-            for (k, v) in &u.by_command {
-                if let Some(r) = rest.by_command.get_mut(k) {
-                    *r = r.saturating_sub(*v);
+    rest.by_command.retain(|_, v| *v > 0);
+    if rest.operations > 0 {
+        shown.push(rest);
+    }
+    // About 90 bytes a line: the histogram's lines and the other families' few.
+    x.reserve(shown.len() * (HISTOGRAM_SERIES + 6) * 90);
+    x.family(
+        &head(
+            "polymongo_db_commands_total",
+            Kind::Counter,
+            "Commands sent, by database and command.",
+        ),
+        &mut |s| {
+            for u in &shown {
+                for (command, n) in &u.by_command {
+                    s.value(
+                        &[("database", &u.database), ("command", command)],
+                        Value::Count(*n),
+                    )?;
                 }
             }
-        }
-        rest.by_command.retain(|_, v| *v > 0);
-        if rest.operations > 0 {
-            shown.push(rest);
-        }
-        let name = "polymongo_db_commands_total";
-        f.header(name, "counter", "Commands sent, by database and command.");
-        for u in &shown {
-            for (command, n) in &u.by_command {
-                f.sample(name, &[("database", &u.database), ("command", command)], *n);
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_db_errors_total",
+            Kind::Counter,
+            "Commands that failed, by database.",
+        ),
+        &mut |s| {
+            for u in &shown {
+                s.value(&[("database", &u.database)], Value::Count(u.errors))?;
             }
-        }
-        let name = "polymongo_db_errors_total";
-        f.header(name, "counter", "Commands that failed, by database.");
-        for u in &shown {
-            f.sample(name, &[("database", &u.database)], u.errors);
-        }
-        let name = "polymongo_db_command_seconds_total";
-        f.header(name, "counter", "Time spent in commands, by database.");
-        for u in &shown {
-            f.sample(name, &[("database", &u.database)], Seconds(u.total_time_us));
-        }
-        let name = "polymongo_db_command_latency_seconds";
-        f.header(
-            name,
-            "gauge",
-            "Command latency quantiles (histogram upper bounds), by database.",
-        );
-        for u in &shown {
-            for (q, v) in [("0.5", u.p50_us), ("0.95", u.p95_us), ("0.99", u.p99_us)] {
-                f.sample(
-                    name,
-                    &[("database", &u.database), ("quantile", q)],
-                    Seconds(v),
-                );
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_db_command_seconds_total",
+            Kind::Counter,
+            "Time spent in commands, by database.",
+        ),
+        &mut |s| {
+            for u in &shown {
+                s.value(
+                    &[("database", &u.database)],
+                    Value::Seconds(u.total_time_us),
+                )?;
             }
-        }
-    }
-    out
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_db_command_duration_seconds",
+            Kind::Histogram,
+            "Latency of finished commands, by database.",
+        ),
+        &mut |s| {
+            for u in &shown {
+                s.histogram(&[("database", &u.database)], &u.latency)?;
+            }
+            Ok(())
+        },
+    )
 }
 
-/// Appends the migration figures: per-version counters (at most
+/// The migration figures: per-version counters (at most
 /// [`MAX_COUNTED_VERSIONS`](crate::migrate::MAX_COUNTED_VERSIONS) versions) and the fleet
 /// runs' progress.
-pub(crate) fn render_migrations(out: &mut String, m: &MigrationStats) {
-    let mut f = Family { out };
-    let name = "polymongo_migrations_total";
-    f.header(
-        name,
-        "counter",
-        "Migration versions applied, rolled back or failed on a database, by version.",
-    );
-    let mut version = itoa::Buffer::new();
-    for v in &m.versions {
-        let version = version.format(v.version);
-        for (outcome, count) in [
-            ("applied", v.applied),
-            ("rolled_back", v.rolled_back),
-            ("failed", v.failed),
-        ] {
-            f.sample(name, &[("version", version), ("outcome", outcome)], count);
-        }
-    }
-    f.header(
-        "polymongo_fleet_runs_active",
-        "gauge",
-        "Fleet migration runs going now.",
-    );
-    f.sample("polymongo_fleet_runs_active", &[], m.fleet_runs_active);
-    f.header(
-        "polymongo_fleet_databases_pending",
-        "gauge",
-        "Databases the fleet runs going now have yet to finish.",
-    );
-    f.sample(
-        "polymongo_fleet_databases_pending",
-        &[],
-        m.fleet_databases_pending,
-    );
-    let name = "polymongo_fleet_databases_total";
-    f.header(
-        name,
-        "counter",
-        "Databases finished by fleet migration runs, by outcome.",
-    );
-    f.sample(name, &[("outcome", "ok")], m.fleet_databases_ok);
-    f.sample(name, &[("outcome", "failed")], m.fleet_databases_failed);
+fn expose_migrations(x: &mut dyn Exposition, m: &MigrationStats) -> fmt::Result {
+    x.family(
+        &head(
+            "polymongo_migrations_total",
+            Kind::Counter,
+            "Migration versions applied, rolled back or failed on a database, by version.",
+        ),
+        &mut |s| {
+            let mut version = itoa::Buffer::new();
+            for v in &m.versions {
+                let version = version.format(v.version);
+                for (outcome, count) in [
+                    ("applied", v.applied),
+                    ("rolled_back", v.rolled_back),
+                    ("failed", v.failed),
+                ] {
+                    s.value(
+                        &[("version", version), ("outcome", outcome)],
+                        Value::Count(count),
+                    )?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_fleet_runs_active",
+            Kind::Gauge,
+            "Fleet migration runs going now.",
+        ),
+        &mut |s| s.value(&[], Value::Count(m.fleet_runs_active)),
+    )?;
+    x.family(
+        &head(
+            "polymongo_fleet_databases_pending",
+            Kind::Gauge,
+            "Databases the fleet runs going now have yet to finish.",
+        ),
+        &mut |s| s.value(&[], Value::Count(m.fleet_databases_pending)),
+    )?;
+    x.family(
+        &head(
+            "polymongo_fleet_databases_total",
+            Kind::Counter,
+            "Databases finished by fleet migration runs, by outcome.",
+        ),
+        &mut |s| {
+            s.value(&[("outcome", "ok")], Value::Count(m.fleet_databases_ok))?;
+            s.value(
+                &[("outcome", "failed")],
+                Value::Count(m.fleet_databases_failed),
+            )
+        },
+    )
 }
 
-/// Appends the tenant directory's routing figures: per cluster (the configured clusters,
-/// a bounded set) cache hits, misses and invalidations, and this instance's link to the
-/// directory. Tenants by state per cluster need a read of the directory, which a scrape does
-/// not do: [`Tenants::census`](crate::tenants::Tenants::census) gives them.
-pub(crate) fn render_directory(
-    out: &mut String,
+/// The tenant directory's routing figures: per cluster (the configured clusters, a bounded
+/// set) cache hits, misses and invalidations, and this instance's link to the directory.
+/// Tenants by state per cluster need a read of the directory, which a scrape does not do:
+/// [`Tenants::census`](crate::tenants::Tenants::census) gives them.
+fn expose_directory(
+    x: &mut dyn Exposition,
     stats: &crate::features::tenants::DirectoryStats,
     clusters: &[crate::features::tenants::ClusterRouting],
-) {
-    let mut f = Family { out };
-    let name = "polymongo_directory_routes_total";
-    f.header(
-        name,
-        "counter",
-        "Tenants routed through the directory, by cluster: from the cache (hit) or by a read of the directory (miss).",
-    );
-    for c in clusters {
-        f.sample(
-            name,
-            &[("cluster", &c.cluster), ("result", "hit")],
-            c.cache_hits,
-        );
-        f.sample(
-            name,
-            &[("cluster", &c.cluster), ("result", "miss")],
-            c.cache_misses,
-        );
-    }
-    let name = "polymongo_directory_invalidations_total";
-    f.header(
-        name,
-        "counter",
-        "Cached tenant entries forgotten because the directory changed them, by cluster.",
-    );
-    for c in clusters {
-        f.sample(name, &[("cluster", &c.cluster)], c.invalidations);
-    }
-    f.header(
-        "polymongo_directory_stream_events_total",
-        "counter",
-        "Change events received from the directory's change stream.",
-    );
-    f.sample(
-        "polymongo_directory_stream_events_total",
-        &[],
-        stats.stream_events,
-    );
-    f.header(
-        "polymongo_directory_stream_open",
-        "gauge",
-        "1 while the change stream on the directory is open (else changes arrive by polling).",
-    );
-    f.sample(
-        "polymongo_directory_stream_open",
-        &[],
-        u64::from(stats.stream_open),
-    );
-    f.header(
-        "polymongo_directory_reads_in_flight",
-        "gauge",
-        "Cold reads of the directory going on now.",
-    );
-    f.sample(
-        "polymongo_directory_reads_in_flight",
-        &[],
-        stats.reads_in_flight,
-    );
-    f.header(
-        "polymongo_directory_changes_read_age_seconds",
-        "gauge",
-        "Time since the last successful read of the directory's changes began (cached tenants are refused past max_staleness).",
-    );
+) -> fmt::Result {
+    x.family(
+        &head(
+            "polymongo_directory_routes_total",
+            Kind::Counter,
+            "Tenants routed through the directory, by cluster: from the cache (hit) or by a read of the directory (miss).",
+        ),
+        &mut |s| {
+            for c in clusters {
+                s.value(
+                    &[("cluster", &c.cluster), ("result", "hit")],
+                    Value::Count(c.cache_hits),
+                )?;
+                s.value(
+                    &[("cluster", &c.cluster), ("result", "miss")],
+                    Value::Count(c.cache_misses),
+                )?;
+            }
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_directory_invalidations_total",
+            Kind::Counter,
+            "Cached tenant entries forgotten because the directory changed them, by cluster.",
+        ),
+        &mut |s| {
+            for c in clusters {
+                s.value(&[("cluster", &c.cluster)], Value::Count(c.invalidations))?;
+            }
+            Ok(())
+        },
+    )?;
+    x.family(
+        &head(
+            "polymongo_directory_stream_events_total",
+            Kind::Counter,
+            "Change events received from the directory's change stream.",
+        ),
+        &mut |s| s.value(&[], Value::Count(stats.stream_events)),
+    )?;
+    x.family(
+        &head(
+            "polymongo_directory_stream_open",
+            Kind::Gauge,
+            "1 while the change stream on the directory is open (else changes arrive by polling).",
+        ),
+        &mut |s| s.value(&[], Value::Count(u64::from(stats.stream_open))),
+    )?;
+    x.family(
+        &head(
+            "polymongo_directory_reads_in_flight",
+            Kind::Gauge,
+            "Cold reads of the directory going on now.",
+        ),
+        &mut |s| s.value(&[], Value::Count(stats.reads_in_flight as u64)),
+    )?;
     let micros = u64::try_from(stats.changes_read_ago.as_micros()).unwrap_or(u64::MAX);
-    f.sample(
-        "polymongo_directory_changes_read_age_seconds",
-        &[],
-        Seconds(micros),
-    );
+    x.family(
+        &head(
+            "polymongo_directory_changes_read_age_seconds",
+            Kind::Gauge,
+            "Time since the last successful read of the directory's changes began (cached tenants are refused past max_staleness).",
+        ),
+        &mut |s| s.value(&[], Value::Seconds(micros)),
+    )
 }
 
+/// The manager's figures for an application's `prometheus_client` registry (feature
+/// `prometheus-client`): [`metrics::collector`](crate::metrics::collector).
+///
+/// Registered with [`Registry::register_collector`](prometheus_client::registry::Registry::register_collector),
+/// it encodes at every scrape the families [`render`](crate::metrics::render) writes, with
+/// the same names, labels, bounds and values, read from the manager's figures then (no
+/// counters of its own, nothing to update between scrapes). Counters are handed to the
+/// encoder without their `_total` suffix, which it adds back; a registry made
+/// [`with_prefix`](prometheus_client::registry::Registry::with_prefix) prefixes them.
+///
+/// **Why a collector, and not the `metrics` facade.** polymongo's figures are snapshots that
+/// exist anyway (pool figures from the driver's events, the usage board), read when
+/// scraped: a pull, which is what a `prometheus_client` collector is. The `metrics` facade
+/// is push-based: polymongo would have to emit every observation to a global recorder as it
+/// happens, a recorder look-up and label hashing on every operation on top of the counters
+/// it keeps, a second copy of each figure; and the bounded database labels could not be
+/// kept, since which databases are shown (the busiest of the last minute or two) is decided
+/// at scrape time, while a pushed series stays in the recorder once emitted. An application
+/// on the facade can still serve [`render`](crate::metrics::render) beside its own
+/// exposition.
+///
+/// It holds a clone of the manager (a reference count), so it reports that manager's
+/// figures for as long as the registry keeps it, closed or not.
+#[cfg(feature = "prometheus-client")]
+#[derive(Debug, Clone)]
+pub struct PrometheusCollector {
+    poly: PolyMongo,
+}
+
+#[cfg(feature = "prometheus-client")]
+impl PrometheusCollector {
+    /// A collector of `poly`'s figures.
+    pub fn new(poly: &PolyMongo) -> Self {
+        Self { poly: poly.clone() }
+    }
+}
+
+#[cfg(feature = "prometheus-client")]
+impl prometheus_client::collector::Collector for PrometheusCollector {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> fmt::Result {
+        expose(&mut client::Client(encoder), &self.poly)
+    }
+}
+
+/// The families handed to `prometheus_client`'s encoder.
+#[cfg(feature = "prometheus-client")]
+mod client {
+    use std::fmt;
+
+    use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+    use prometheus_client::metrics::MetricType;
+
+    use super::{Exposition, Head, Kind, Samples, Value};
+    use crate::pool::histogram::{DurationHistogram, DURATION_BUCKETS};
+
+    pub(super) struct Client<'a>(pub(super) DescriptorEncoder<'a>);
+
+    impl Exposition for Client<'_> {
+        fn family(
+            &mut self,
+            head: &Head,
+            samples: &mut dyn FnMut(&mut dyn Samples) -> fmt::Result,
+        ) -> fmt::Result {
+            let (name, ty) = match head.kind {
+                Kind::Gauge => (head.name, MetricType::Gauge),
+                Kind::Counter => (
+                    head.name.strip_suffix("_total").unwrap_or(head.name),
+                    MetricType::Counter,
+                ),
+                Kind::Histogram => (head.name, MetricType::Histogram),
+            };
+            let mut metric = self.0.encode_descriptor(name, head.help, None, ty)?;
+            samples(&mut Family {
+                metric: &mut metric,
+                kind: head.kind,
+            })
+        }
+    }
+
+    struct Family<'a, 'b> {
+        metric: &'a mut MetricEncoder<'b>,
+        kind: Kind,
+    }
+
+    fn seconds(us: u64) -> f64 {
+        us as f64 / 1e6
+    }
+
+    fn encode_value(metric: &mut MetricEncoder<'_>, kind: Kind, value: Value) -> fmt::Result {
+        match (kind, value) {
+            (Kind::Counter, Value::Count(v)) => {
+                metric.encode_counter::<NoLabelSet, _, u64>(&v, None)
+            }
+            (Kind::Counter, Value::Signed(v)) => {
+                metric.encode_counter::<NoLabelSet, _, u64>(&v.max(0).unsigned_abs(), None)
+            }
+            (Kind::Counter, Value::Seconds(us)) => {
+                metric.encode_counter::<NoLabelSet, _, f64>(&seconds(us), None)
+            }
+            (_, Value::Count(v)) => metric.encode_gauge(&v),
+            (_, Value::Signed(v)) => metric.encode_gauge(&v),
+            (_, Value::Seconds(us)) => metric.encode_gauge(&seconds(us)),
+        }
+    }
+
+    impl Samples for Family<'_, '_> {
+        fn value(&mut self, labels: &[(&str, &str)], value: Value) -> fmt::Result {
+            if labels.is_empty() {
+                return encode_value(self.metric, self.kind, value);
+            }
+            encode_value(&mut self.metric.encode_family(&labels)?, self.kind, value)
+        }
+
+        fn histogram(&mut self, labels: &[(&str, &str)], h: &DurationHistogram) -> fmt::Result {
+            let buckets: [(f64, u64); DURATION_BUCKETS] = std::array::from_fn(|i| {
+                (
+                    DurationHistogram::upper_bound_us(i).map_or(f64::INFINITY, seconds),
+                    h.counts[i],
+                )
+            });
+            self.metric
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(seconds(h.sum_us), h.count(), &buckets, None)
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +822,54 @@ mod tests {
         write_escaped(&mut out, "a\"b\\c\nd");
         write_escaped(&mut out, "\"é\n");
         assert_eq!(out, "plain_dba\\\"b\\\\c\\nd\\\"é\\n");
+    }
+
+    #[test]
+    fn le_labels_are_the_bucket_bounds_in_seconds() {
+        for (i, le) in LE.iter().enumerate() {
+            let mut out = String::new();
+            Seconds(DurationHistogram::upper_bound_us(i).unwrap()).write_to(&mut out);
+            assert_eq!(*le, out);
+        }
+        assert_eq!(DurationHistogram::upper_bound_us(LE.len()), None);
+    }
+
+    #[test]
+    fn a_text_histogram_is_cumulative_and_ends_at_its_count() {
+        let mut h = DurationHistogram::default();
+        h.counts[0] = 1;
+        h.counts[10] = 2;
+        h.counts[DURATION_BUCKETS - 1] = 1;
+        h.sum_us = 1_500_000;
+        let mut out = String::new();
+        let mut text = Text {
+            out: &mut out,
+            name: "",
+        };
+        text.family(&head("x_seconds", Kind::Histogram, "h."), &mut |s| {
+            s.histogram(&[("database", "d\"b")], &h)
+        })
+        .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2 + HISTOGRAM_SERIES, "{out}");
+        assert_eq!(lines[1], "# TYPE x_seconds histogram");
+        assert_eq!(
+            lines[2],
+            "x_seconds_bucket{database=\"d\\\"b\",le=\"0.000001\"} 1"
+        );
+        assert_eq!(
+            lines[12],
+            "x_seconds_bucket{database=\"d\\\"b\",le=\"0.001024\"} 3"
+        );
+        assert_eq!(
+            lines[28],
+            "x_seconds_bucket{database=\"d\\\"b\",le=\"67.108864\"} 3"
+        );
+        assert_eq!(
+            lines[29],
+            "x_seconds_bucket{database=\"d\\\"b\",le=\"+Inf\"} 4"
+        );
+        assert_eq!(lines[30], "x_seconds_sum{database=\"d\\\"b\"} 1.500000");
+        assert_eq!(lines[31], "x_seconds_count{database=\"d\\\"b\"} 4");
     }
 }

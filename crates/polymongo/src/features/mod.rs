@@ -5,6 +5,7 @@
 
 pub mod bulk;
 pub(crate) mod closing;
+pub(crate) mod figures;
 pub mod hooks;
 #[cfg(feature = "logging")]
 pub mod logging;

@@ -22,6 +22,7 @@ use mongodb::ClientSession;
 use tracing::Instrument;
 
 use crate::floor::error::{Carried, Error, OpKind, Result};
+use crate::handle::trace;
 use crate::pool::cluster::ClusterPool;
 use crate::registry::{self, DbLease, Registry};
 
@@ -152,6 +153,16 @@ impl Transaction<'_> {
     /// needed, but rustc cannot prove its future `Send` (rust-lang/rust#96865; the driver's
     /// `and_run2` documents the same limitation).
     ///
+    /// # Tracing
+    /// The whole transaction, retries included, runs in one `polymongo.transaction` span at
+    /// debug level with the fields of [`DbHandle::run`](crate::DbHandle::run)'s span (its
+    /// Tracing section) that apply: `otel.name = "transaction"`, `otel.kind`,
+    /// `db.system.name`, `db.namespace` (when the transaction names one database),
+    /// `server.address`, `server.port`, `polymongo.cluster`, and on failure
+    /// `otel.status_code`, `error.type` (`panic` when the closure panicked) and
+    /// `db.response.status_code`; `polymongo.databases` lists the databases named.
+    /// Operations run through `DbHandle::run` inside the closure are its children.
+    ///
     /// # Errors
     /// - [`Error::CrossPool`] before anything is sent, naming two of the databases that are
     ///   served by different pools; [`Error::InvalidName`], [`Error::Closed`].
@@ -171,12 +182,33 @@ impl Transaction<'_> {
         // Work in flight: a graceful close lets the transaction finish (up to its deadline).
         let _in_flight = first.pool.begin_operation()?;
         let cluster = first.pool.label().to_owned();
-        let span = tracing::debug_span!("polymongo.transaction", databases = ?self.databases, cluster = %cluster);
+        // OpenTelemetry's database conventions, as for `DbHandle::run` (see `handle::trace`).
+        let span = tracing::debug_span!(
+            "polymongo.transaction",
+            otel.name = "transaction",
+            otel.kind = trace::CLIENT,
+            otel.status_code = tracing::field::Empty,
+            db.system.name = trace::DB_SYSTEM,
+            db.namespace = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+            polymongo.cluster = %cluster,
+            polymongo.databases = ?self.databases,
+            error.type = tracing::field::Empty,
+            db.response.status_code = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let [only] = &leases[..] {
+                span.record("db.namespace", only.entry.name());
+            }
+            trace::record_server(&span, &cluster);
+        }
         let client = first.database.client().clone();
-        let mut session = client
-            .start_session()
-            .await
-            .map_err(|e| Error::from_driver(e, &cluster))?;
+        let mut session = client.start_session().await.map_err(|e| {
+            let e = Error::from_driver(e, &cluster);
+            trace::record_error(&span, &e);
+            e
+        })?;
         // The closure goes to the driver as it is (wrapping it in another closure would hide
         // from the compiler that its future is `Send`); a panic is caught around the whole
         // run, and the transaction it left open is aborted before the panic continues.
@@ -201,11 +233,14 @@ impl Transaction<'_> {
         let outcome = match tokio::time::timeout(self.timeout, guarded).await {
             Ok(None) => {
                 tracing::warn!(parent: &span, "transaction cut by the close; its outcome is unknown");
+                trace::record_error(&span, &Error::Closed);
                 return Err(Error::Closed);
             }
             Ok(Some(Ok(result))) => Ok(result),
             Ok(Some(Err(panic))) => {
                 tracing::warn!(parent: &span, "transaction aborted: its closure panicked");
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", "panic");
                 // Refused harmlessly when the panic came after the transaction ended.
                 let _ = session.abort_transaction().await;
                 std::panic::resume_unwind(panic);
@@ -219,6 +254,7 @@ impl Transaction<'_> {
             }
             Ok(Err(e)) => {
                 let e = classify(e, &cluster);
+                trace::record_error(&span, &e);
                 tracing::debug!(parent: &span, error = %e, "transaction aborted");
                 Err(e)
             }
@@ -226,11 +262,13 @@ impl Transaction<'_> {
                 tracing::warn!(parent: &span, timeout = ?self.timeout, "transaction abandoned at its deadline");
                 // The deadline may have fallen during the commit (the driver commits after
                 // the closure returns, out of sight): whether it was applied is unknown.
-                Err(Error::Timeout {
+                let e = Error::Timeout {
                     during: "running a transaction",
                     after: self.timeout,
                     outcome_unknown: true,
-                })
+                };
+                trace::record_error(&span, &e);
+                Err(e)
             }
         }
     }

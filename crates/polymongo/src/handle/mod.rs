@@ -5,3 +5,4 @@
 pub(crate) mod model;
 pub(crate) mod run;
 pub(crate) mod slot;
+pub(crate) mod trace;

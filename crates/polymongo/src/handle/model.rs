@@ -134,12 +134,18 @@ impl<T: Model> ModelHandle<T> {
     /// when the database's `max_concurrent_ops` slots are all taken.
     #[inline]
     pub fn db(&self, name: &str) -> Result<DbHandle<T>> {
-        let mut handle = match self.cached(name) {
+        let handle = match self.cached(name) {
             Some(handle) => handle,
             None => self.db_cold(name)?,
         };
+        Self::enter_now(handle)
+    }
+
+    /// Takes a slot of a database with `max_concurrent_ops` if one is free now.
+    #[inline]
+    pub(crate) fn enter_now(mut handle: DbHandle<T>) -> Result<DbHandle<T>> {
         if let Some(gate) = &handle.lease.entry.gate {
-            handle.permit = Some(Arc::new(gate.try_enter(name)?));
+            handle.permit = Some(Arc::new(gate.try_enter(handle.lease.entry.name())?));
         }
         Ok(handle)
     }

@@ -12,11 +12,13 @@ use tracing::Instrument;
 
 use crate::floor::error::{Error, OpKind, Result};
 use crate::handle::model::DbHandle;
+use crate::handle::trace;
 use crate::registry::usage::{self, DbUsage, Usage, UsageAnalytics};
 
 impl<T: Send + Sync> DbHandle<T> {
     /// Runs one driver operation on this handle's collection, counted in the database's
-    /// [usage analytics](crate::Stats::usage) and traced in a `polymongo.op` span.
+    /// [usage analytics](crate::Stats::usage) and traced in a `polymongo.op` span (see
+    /// [Tracing](#tracing)).
     ///
     /// `op` builds the operation with every option the driver offers; `run` awaits it. The
     /// operation's kind (`find`, `insert`, `update`, `delete`, `aggregate`, `count`, else
@@ -58,6 +60,32 @@ impl<T: Send + Sync> DbHandle<T> {
     /// [`close_all`](crate::PolyMongo::close_all) lets it finish (up to its deadline), and a
     /// `run` started after the close began is refused with [`Error::Closed`](crate::Error::Closed).
     ///
+    /// # Tracing
+    /// Each call opens one `polymongo.op` span at debug level (target
+    /// `polymongo::handle::run`) around the wait for a connection and the driver call. Its
+    /// fields follow OpenTelemetry's semantic conventions for MongoDB client spans, so a
+    /// `tracing-opentelemetry` layer exports a `CLIENT` span named `find users` with the
+    /// attributes a tracing backend looks for (`examples/opentelemetry.rs`):
+    ///
+    /// | field | value |
+    /// |---|---|
+    /// | `otel.name` | the span's name: `{db.operation.name} {db.collection.name}` (`find users`), the collection alone when the operation is not known |
+    /// | `otel.kind` | `client` |
+    /// | `otel.status_code` | `ERROR` when the call failed; absent otherwise |
+    /// | `db.system.name` | `mongodb` |
+    /// | `db.namespace` | the database's name |
+    /// | `db.collection.name` | the collection's name |
+    /// | `db.operation.name` | the MongoDB command the driver action sends: `find` (also `find_one`), `insert` (one or many), `update` (also `replace_one`), `delete`, `findAndModify`, `aggregate` (also `watch`), `count` (`estimated_document_count`), `countDocuments` (sent as an `aggregate`), `distinct`, `createIndexes`, `dropIndexes`, `listIndexes`, `drop`; absent when the closure returns anything else (an `async` block of several calls) |
+    /// | `server.address` | the first host of the pool's connection string (never the user or the password) |
+    /// | `server.port` | its port, an integer: 27017 when the string names none; absent for `mongodb+srv://` |
+    /// | `error.type` | on failure: the server's error code when it gave one (`11000`), else the driver's error kind (`ServerSelection`, `Io`, `Authentication`, …) or the library's ([`ErrorKind`](crate::ErrorKind): `PoolExhausted`, `Closed`, …) |
+    /// | `db.response.status_code` | the server's error code as a string (`11000`), when it gave one |
+    /// | `polymongo.cluster` | the pool's label: its connection string with the password hidden, followed by `(database …)` for a dedicated pool |
+    ///
+    /// A failure is also logged as a debug event inside the span. With nobody listening at
+    /// debug level the span costs a cached check; the fields that need parsing or formatting
+    /// are filled only for a span someone listens to.
+    ///
     /// # Errors
     /// The operation's driver error as [`Error::Driver`](crate::Error::Driver) (retryable
     /// labels kept, credentials removed), [`Error::PoolExhausted`](crate::Error::PoolExhausted)
@@ -76,12 +104,32 @@ impl<T: Send + Sync> DbHandle<T> {
         // has begun).
         let _in_flight = entry.pool.begin_operation()?;
         let command = usage::command_index::<A>();
+        // OpenTelemetry's database conventions (see `handle::trace`); what needs parsing or
+        // formatting is recorded only when someone listens.
         let span = tracing::debug_span!(
             "polymongo.op",
-            database = entry.name(),
-            collection = self.collection.name(),
-            op = usage::command_name(command),
+            otel.name = tracing::field::Empty,
+            otel.kind = trace::CLIENT,
+            otel.status_code = tracing::field::Empty,
+            db.system.name = trace::DB_SYSTEM,
+            db.namespace = entry.name(),
+            db.collection.name = self.collection.name(),
+            db.operation.name = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+            polymongo.cluster = entry.pool.label(),
+            error.type = tracing::field::Empty,
+            db.response.status_code = tracing::field::Empty,
         );
+        if !span.is_disabled() {
+            let operation = trace::operation_name::<A>();
+            if let Some(op) = operation {
+                span.record("db.operation.name", op);
+            }
+            let name = trace::span_name(operation, self.collection.name());
+            span.record("otel.name", name.as_str());
+            trace::record_server(&span, entry.pool.label());
+        }
         let mut counted = match entry.usage() {
             Some((sink, db)) if sink.source() == UsageAnalytics::Operations => {
                 sink.started(db, command);
@@ -105,6 +153,7 @@ impl<T: Send + Sync> DbHandle<T> {
                     if let Some(c) = &mut counted {
                         c.failed = true;
                     }
+                    trace::record_error(&span, &e);
                     return Err(e);
                 }
             },
@@ -119,6 +168,7 @@ impl<T: Send + Sync> DbHandle<T> {
                     c.failed = true;
                 }
                 tracing::debug!(parent: &span, "operation cut by the close; its outcome is unknown");
+                trace::record_error(&span, &Error::Closed);
                 return Err(Error::Closed);
             }
         };
@@ -133,6 +183,7 @@ impl<T: Send + Sync> DbHandle<T> {
                 _ => OpKind::Write,
             };
             let e = Error::from_driver_op(e, entry.pool.label(), kind);
+            trace::record_error(&span, &e);
             tracing::debug!(parent: &span, error = %e, "operation failed");
             e
         })

@@ -366,8 +366,9 @@ impl ClusterPool {
         if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
             return Ok(permit);
         }
-        let _queued = Queued::enter(&self.waiting);
-        let started = Instant::now();
+        // Counted in the queue, and its wait observed when it leaves, however it leaves.
+        let queued = Queued::enter(&self.waiting, &self.counters);
+        let started = queued.since;
         let outcome = match wait {
             Some(wait) => tokio::time::timeout(wait, slots.acquire_owned()).await,
             None => Ok(slots.acquire_owned().await),
@@ -767,19 +768,31 @@ impl ClusterPool {
     }
 }
 
-/// One operation waiting for a connection (see [`ClusterPool::connection_slot`]).
-struct Queued<'a>(&'a AtomicI64);
+/// One operation waiting for a connection (see [`ClusterPool::connection_slot`]). When it
+/// leaves the queue (a slot, a timeout, a closed pool, or the waiting future dropped) its
+/// wait is observed in the pool's wait histogram, so the histogram counts exactly the waits
+/// the `wait_queue` gauge counted.
+struct Queued<'a> {
+    waiting: &'a AtomicI64,
+    counters: &'a Counters,
+    since: Instant,
+}
 
 impl<'a> Queued<'a> {
-    fn enter(waiting: &'a AtomicI64) -> Self {
+    fn enter(waiting: &'a AtomicI64, counters: &'a Counters) -> Self {
         waiting.fetch_add(1, Ordering::Relaxed);
-        Self(waiting)
+        Self {
+            waiting,
+            counters,
+            since: Instant::now(),
+        }
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.counters.queue_waited(self.since.elapsed());
     }
 }
 

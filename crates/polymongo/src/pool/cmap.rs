@@ -14,6 +14,8 @@ use mongodb::event::EventHandler;
 use mongodb::options::ServerAddress;
 use serde::Serialize;
 
+use crate::pool::histogram::{AtomicHistogram, DurationHistogram};
+
 /// Told when a pooled connection comes back (checked in) or is closed: whatever command it
 /// carried is over, finished or cancelled. Set by the usage layer when it counts commands.
 pub(crate) type ConnectionReturned = Arc<dyn Fn(&ServerAddress, u32) + Send + Sync>;
@@ -68,6 +70,8 @@ pub(crate) struct Counters {
     connections_created: AtomicU64,
     connections_closed: AtomicU64,
     clears: AtomicU64,
+    /// Waits in the pool's own wait queue (connection slots), one per wait that queued.
+    queue_waits: AtomicHistogram,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -75,6 +79,11 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Counters {
+    /// Counts one wait in the pool's wait queue that ended (with a slot or without).
+    pub(crate) fn queue_waited(&self, d: Duration) {
+        self.queue_waits.record(d);
+    }
+
     fn waited(&self, d: Duration) {
         let us = micros(d);
         self.wait_total_us.fetch_add(us, Ordering::Relaxed);
@@ -167,6 +176,14 @@ pub struct PoolStats {
     pub connections_closed: u64,
     /// Times the driver cleared the pool after an error.
     pub pool_clears: u64,
+    /// How long operations waited in the pool's wait queue (the waits counted by
+    /// [`wait_queue`](Self::wait_queue): [`DbHandle::run`](crate::DbHandle::run) and
+    /// [`PolyMongo::reserve_connection`](crate::PolyMongo::reserve_connection)), one
+    /// observation per wait when it ends: with a connection slot, at `wait_queue_timeout`,
+    /// with the pool closed, or because the waiting future was dropped. An operation that
+    /// finds a slot free does not queue and is not observed, so `count()` is the number of
+    /// operations that had to wait, since the pool was made.
+    pub queue_wait: DurationHistogram,
 }
 
 impl PoolStats {
@@ -207,6 +224,7 @@ impl PoolStats {
             connections_created: counters.connections_created.load(Ordering::Relaxed),
             connections_closed: counters.connections_closed.load(Ordering::Relaxed),
             pool_clears: counters.clears.load(Ordering::Relaxed),
+            queue_wait: counters.queue_waits.snapshot(),
         }
     }
 }

@@ -5,4 +5,5 @@
 pub(crate) mod cluster;
 pub(crate) mod cmap;
 pub(crate) mod events;
+pub(crate) mod histogram;
 pub(crate) mod retiring;

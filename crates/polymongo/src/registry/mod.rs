@@ -247,8 +247,14 @@ impl Registry {
     /// entry is retired (handles taken earlier keep working on its pool) and its managed
     /// streams end, as for a re-route.
     ///
+    /// The database's configuration ([`DbConfig`](crate::DbConfig), if any) applies, except
+    /// its pool: read preference, read and write concerns, `max_concurrent_ops` and
+    /// `queue_timeout` hold on the placed entry as on any other; a configuration that would
+    /// choose the pool (`uri`, a dedicated pool) is refused, never silently ignored.
+    ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::Closed`], or the driver's error opening the pool.
+    /// [`Error::InvalidName`], [`Error::Closed`], [`Error::DbConfig`] for a configuration
+    /// that chooses the pool, or the driver's error opening the pool.
     pub(crate) fn place(
         &self,
         name: &str,
@@ -259,12 +265,17 @@ impl Registry {
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        let route = self.placeable(name, pool.label())?;
         let (client, epoch) = self.routes.client_of(pool)?;
+        let database = match &route {
+            Some(r) => client.database_with_options(name, r.database_options.clone()),
+            None => client.database(name),
+        };
         let entry = Arc::new(DbEntry::new(
-            client.database(name),
+            database,
             Arc::clone(pool),
             epoch,
-            None,
+            route,
             self.usage.clone(),
             self.tick(),
             Some(tag),
@@ -279,6 +290,39 @@ impl Registry {
         let pool_lease = entry.pool.lease();
         entry.touch(self.now());
         Ok(DbLease { entry, pool_lease })
+    }
+
+    /// The configured route of `name` if a higher layer may place it on a pool of its choice
+    /// (`on`, for the error): its configuration may not choose the pool.
+    ///
+    /// # Errors
+    /// [`Error::DbConfig`] naming the field that chooses a pool.
+    pub(crate) fn placeable(&self, name: &str, on: &str) -> Result<Option<Arc<Route>>> {
+        let route = self.routes.route(name);
+        let Some(r) = &route else {
+            return Ok(None);
+        };
+        let c = &r.config;
+        let field = if c.uri.is_some() {
+            "uri"
+        } else if c.auto_close {
+            "auto_close"
+        } else if c.max_connections.is_some() {
+            "max_connections"
+        } else if c.min_connections.is_some() {
+            "min_connections"
+        } else {
+            return Ok(route);
+        };
+        Err(Error::DbConfig {
+            database: name.to_owned(),
+            field,
+            message: format!(
+                "chooses a pool, but the tenant directory places this database on {on}: keep \
+                 only read preference, concerns, max_concurrent_ops and queue_timeout in its \
+                 configuration"
+            ),
+        })
     }
 
     /// Forgets `name`'s entry (a higher layer learnt that its placement changed): it is

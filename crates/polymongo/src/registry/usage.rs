@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::floor::config::UsageAnalytics;
+use crate::pool::histogram::{bucket, bucket_ceiling, DurationHistogram, DURATION_BUCKETS};
 
 /// The name under which figures of databases no longer cached (and, with the commands
 /// source, of commands on databases never cached) are summed.
@@ -104,23 +105,13 @@ pub(crate) fn command_name(index: usize) -> &'static str {
     COMMANDS.get(index).copied().unwrap_or("other")
 }
 
-/// One bucket per power of two of microseconds: bucket `i` holds durations in
-/// (2^(i-1), 2^i] µs, from 1 µs to about 134 s (longer ones land in the last bucket). Twice
-/// as coarse as it could be, on purpose: the histogram is most of a database's usage
-/// counters, which every cached database carries (28 buckets of 4 bytes).
-const BUCKETS: usize = 28;
-
-fn bucket(d: Duration) -> usize {
-    let us = d.as_micros().max(1) as u64;
-    // ceil(log2(us)): the smallest power of two at or above it.
-    let ceil_log2 = (u64::BITS - (us - 1).leading_zeros()) as usize;
-    ceil_log2.min(BUCKETS - 1)
-}
-
-/// Upper bound of a bucket, in microseconds.
-fn bucket_ceiling(i: usize) -> u64 {
-    1u64 << i
-}
+/// One bucket per power of two of microseconds (the layout of
+/// [`DurationHistogram`], shared with the pools' wait histograms so that every latency series
+/// has the same bounds): bucket `i` holds durations in (2^(i-1), 2^i] µs, from 1 µs to about
+/// 67 s, longer ones in the last bucket. Twice as coarse as it could be, on purpose: the
+/// histogram is most of a database's usage counters, which every cached database carries
+/// (28 buckets of 4 bytes).
+const BUCKETS: usize = DURATION_BUCKETS;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -282,19 +273,24 @@ impl DbUsage {
             .collect();
         let last = self.last_used_ms.load(Ordering::Relaxed);
         let (recent_operations, recent_time_us) = self.recent(window);
+        let total_time_us = self.total_us.load(Ordering::Relaxed);
         UsageStats {
             database: self.name.to_string(),
             operations: self.ops.iter().map(|n| n.load(Ordering::Relaxed)).sum(),
             by_command,
             errors: self.errors.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            total_time_us: self.total_us.load(Ordering::Relaxed),
+            total_time_us,
             recent_operations,
             recent_time_us,
             p50_us: Self::percentile(&counts, timed, 0.50),
             p95_us: Self::percentile(&counts, timed, 0.95),
             p99_us: Self::percentile(&counts, timed, 0.99),
             last_used: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
+            latency: DurationHistogram {
+                counts: counts.map(u64::from),
+                sum_us: total_time_us,
+            },
         }
     }
 }
@@ -337,6 +333,13 @@ pub struct UsageStats {
     pub p99_us: u64,
     /// When an operation last started.
     pub last_used: Option<SystemTime>,
+    /// Latencies of the finished operations: the histogram the percentiles above are read
+    /// from, its sum [`total_time_us`](Self::total_time_us). Its bounds are the same in every
+    /// process, so the histograms of many databases or many instances add up (the metrics
+    /// export it as `polymongo_db_command_duration_seconds`). `latency.count()` is the
+    /// operations finished: [`operations`](Self::operations) minus
+    /// [`in_flight`](Self::in_flight).
+    pub latency: DurationHistogram,
 }
 
 /// How [`Stats::top_databases`](crate::Stats::top_databases) ranks.
@@ -537,21 +540,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_cover_and_bound_their_values() {
-        for us in [
-            1u64, 2, 3, 5, 7, 100, 999, 1_500, 123_456, 10_000_000, 60_000_000,
-        ] {
-            let b = bucket(Duration::from_micros(us));
-            assert!(bucket_ceiling(b) >= us, "{us} -> {b}");
-            assert!(bucket_ceiling(b) < us * 2, "{us} -> {}", bucket_ceiling(b));
-            assert!(b == 0 || bucket_ceiling(b - 1) < us, "{us} -> {b}");
-        }
-        assert_eq!(bucket(Duration::from_micros(1024)), 10);
-        assert_eq!(bucket(Duration::from_micros(1025)), 11);
-        assert_eq!(bucket(Duration::from_secs(1 << 20)), BUCKETS - 1);
-    }
-
-    #[test]
     fn driver_actions_map_to_their_command() {
         type C = mongodb::Collection<mongodb::bson::Document>;
         fn of<'a, A>(_: impl FnOnce(&'a C) -> A) -> &'static str {
@@ -634,5 +622,9 @@ mod tests {
         assert_eq!(s.p95_us, 16_384, "{s:?}");
         assert_eq!(s.errors, 10);
         assert_eq!(s.in_flight, 0);
+        assert_eq!(s.latency.count(), 100);
+        assert_eq!(s.latency.sum_us, s.total_time_us);
+        assert_eq!(s.latency.counts[7], 90, "100 µs: (64, 128]");
+        assert_eq!(s.latency.counts[14], 10, "10 ms: (8 192, 16 384]");
     }
 }

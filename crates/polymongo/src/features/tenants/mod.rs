@@ -60,6 +60,12 @@
 //! `active`. A crash in between leaves a `creating` tenant, which is not served and which
 //! the next `create` of the same id finishes.
 //!
+//! **A tenant database's own configuration** (a [`DbConfig`](crate::DbConfig) given for its
+//! database name) holds on the entry the directory places: read preference, concerns,
+//! `max_concurrent_ops` and `queue_timeout`. The directory alone chooses the cluster: a
+//! configuration that would choose the pool (`uri`, a dedicated pool) is refused with
+//! [`Error::DbConfig`] naming the database and the field.
+//!
 //! **Archive, restore, delete** ([`Tenants::archive`], [`Tenants::restore`],
 //! [`Tenants::delete`]) record each step in the directory before taking the next, so each
 //! is idempotent and finished by calling it again after a crash; the database is dropped
@@ -175,7 +181,6 @@ pub(crate) struct Directory {
 /// The directory's counters (see [`DirectoryStats`]).
 #[derive(Default)]
 struct Figures {
-    hits: AtomicU64,
     reads: AtomicU64,
     invalidations: AtomicU64,
     stream_events: AtomicU64,
@@ -455,12 +460,16 @@ impl Tenant {
         &self.routed.info
     }
 
-    /// Model `T`'s collection in the tenant's database. No I/O.
+    /// Model `T`'s collection in the tenant's database. No I/O. As
+    /// [`ModelHandle::db`](crate::ModelHandle::db) does, a database configured with
+    /// `max_concurrent_ops` gives the handle one of its slots if one is free now.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for an invalid [`Model::COLLECTION`].
+    /// [`Error::InvalidName`] for an invalid [`Model::COLLECTION`],
+    /// [`Error::Saturated`] when the database's slots are all taken.
     pub fn model<T: Model>(&self) -> Result<DbHandle<T>> {
-        crate::handle::model::ModelHandle::<T>::on_lease(self.lease.clone())
+        use crate::handle::model::ModelHandle;
+        ModelHandle::<T>::enter_now(ModelHandle::<T>::on_lease(self.lease.clone())?)
     }
 
     /// Model `T`'s collection in the tenant's database, ready for work, as
@@ -568,7 +577,12 @@ impl Tenants {
     pub fn stats(&self) -> DirectoryStats {
         let f = &self.dir.figures;
         DirectoryStats {
-            cache_hits: f.hits.load(Ordering::Relaxed),
+            cache_hits: self
+                .dir
+                .clusters
+                .values()
+                .map(|c| c.figures.hits.load(Ordering::Relaxed))
+                .sum(),
             cache_misses: f.reads.load(Ordering::Relaxed),
             invalidations: f.invalidations.load(Ordering::Relaxed),
             stream_events: f.stream_events.load(Ordering::Relaxed),
@@ -645,56 +659,64 @@ impl Tenants {
     /// [`TenantError::InvalidId`], [`TenantError::Unknown`], [`TenantError::Suspended`],
     /// [`TenantError::NotServing`] (being created, archived…), [`TenantError::Stale`] (the
     /// directory's changes unread past `max_staleness`), [`TenantError::InvalidRecord`],
+    /// [`Error::DbConfig`] when the database's configuration chooses a pool,
     /// [`Error::Closed`], driver errors reading the directory.
-    pub fn route<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> impl std::future::Future<Output = Result<Tenant>> + Send + 'a {
+    pub fn route<'a>(&'a self, id: &'a str) -> TenantRoute<'a> {
         // Warm, the route is found here, before the future is polled: the future only
         // hands it over. Cold, it is a read of the directory.
         match self.route_warm(id) {
-            Some(warm) => futures_util::future::Either::Left(std::future::ready(warm)),
+            Some(warm) => TenantRoute(warm),
             // Boxed (on the cold path only): its state, a read of the directory, would
             // otherwise make every warm call's future that large, and moving it costly.
-            None => futures_util::future::Either::Right(Box::pin(async move {
+            None => TenantRoute(RouteState::Cold(Box::pin(async move {
                 let database = self.dir.database_of(id)?;
                 self.route_cold(id, &database).await
-            })),
+            }))),
         }
     }
 
     /// The cached route, if this instance has one: a map lookup, as for `.db(name)`. The
     /// name is not checked (an entry exists only for a checked one) and, with a prefix, is
-    /// put together on the stack.
+    /// put together on the stack (two `&str` joined: no UTF-8 check needed).
     #[inline]
-    fn route_warm(&self, id: &str) -> Option<Result<Tenant>> {
-        let prefix = self.dir.config.database_prefix.as_bytes();
-        let mut buf = [0u8; 2 * crate::floor::name::MAX_DATABASE_NAME_BYTES];
+    fn route_warm(&self, id: &str) -> Option<RouteState<'static>> {
+        let prefix = self.dir.config.database_prefix.as_str();
+        let mut joined = arrayvec::ArrayString::<WARM_NAME_BYTES>::new();
         let name = if prefix.is_empty() {
             id
         } else {
-            let len = prefix.len() + id.len();
-            let buf = buf.get_mut(..len)?;
-            buf[..prefix.len()].copy_from_slice(prefix);
-            buf[prefix.len()..].copy_from_slice(id.as_bytes());
-            std::str::from_utf8(buf).ok()?
+            // Too long for a database name: the cold path says why.
+            joined.try_push_str(prefix).ok()?;
+            joined.try_push_str(id).ok()?;
+            joined.as_str()
         };
         let lease = self.registry.lease_cached(name)?;
-        let routed = record_of(&lease).filter(|r| r.info.id == id)?;
+        // Only a route places a tagged entry, and only for the tenant whose database the
+        // name is (the cold path refuses a record naming another database): the tag is
+        // this tenant's record.
+        let tag = lease.entry.tag()?;
+        let record = tag.downcast_ref::<Routed>()?;
+        debug_assert_eq!(record.info.id, id);
         if let Some(since) = self.dir.too_stale() {
-            return Some(Err(TenantError::Stale {
-                tenant: id.to_owned(),
-                since,
-            }
-            .into()));
+            return Some(RouteState::failed(
+                TenantError::Stale {
+                    tenant: id.to_owned(),
+                    since,
+                }
+                .into(),
+            ));
         }
-        self.dir.figures.hits.fetch_add(1, Ordering::Relaxed);
-        routed.figures.hits.fetch_add(1, Ordering::Relaxed);
-        Some(serving(Tenant {
+        // One counter per route: the directory-wide hits are the clusters' sum.
+        record.figures.hits.fetch_add(1, Ordering::Relaxed);
+        if record.info.state != TenantState::Active {
+            return Some(RouteState::failed(refusal(&record.info)));
+        }
+        let routed = Arc::clone(tag).downcast::<Routed>().ok()?;
+        Some(RouteState::Warm(Some(Tenant {
             lease,
             routed,
             registry: Arc::clone(&self.registry),
-        }))
+        })))
     }
 
     async fn route_cold(&self, id: &str, database: &str) -> Result<Tenant> {
@@ -766,7 +788,9 @@ impl Tenants {
     /// # Errors
     /// [`TenantError::InvalidId`], [`TenantError::AlreadyExists`],
     /// [`TenantError::UnknownCluster`] (an explicit placement), [`TenantError::FleetFull`],
-    /// a failed migration ([`Error::Migration`]; the tenant stays `creating`), driver errors.
+    /// a failed migration ([`Error::Migration`]; the tenant stays `creating`),
+    /// [`Error::DbConfig`] when the database's configuration chooses a pool (before anything
+    /// is written), driver errors.
     ///
     /// The work is a task of its own: dropping this future does not cut it between taking a
     /// cluster's place and recording the tenant (which would leak the place); the create
@@ -786,6 +810,8 @@ impl Tenants {
         if let Placement::On(name) = &options.placement {
             self.dir.pool_of(name)?;
         }
+        // Refused before anything is written: a configuration that chooses the pool.
+        self.registry.placeable(&database, "its cluster")?;
         let store = self.dir.store(&self.registry).await?;
         let info = match store.get(id).await? {
             Some(d) => self.dir.decode(&d)?,
@@ -997,15 +1023,88 @@ impl Tenants {
 fn serving(t: Tenant) -> Result<Tenant> {
     match t.routed.info.state {
         TenantState::Active => Ok(t),
-        TenantState::Suspended => Err(TenantError::Suspended {
-            tenant: t.routed.info.id.clone(),
+        _ => Err(refusal(&t.routed.info)),
+    }
+}
+
+/// Why a tenant that is not active is not served.
+#[cold]
+fn refusal(info: &TenantInfo) -> Error {
+    match info.state {
+        TenantState::Suspended => TenantError::Suspended {
+            tenant: info.id.clone(),
         }
-        .into()),
-        other => Err(TenantError::NotServing {
-            tenant: t.routed.info.id.clone(),
+        .into(),
+        other => TenantError::NotServing {
+            tenant: info.id.clone(),
             state: other.as_str().to_owned(),
         }
-        .into()),
+        .into(),
+    }
+}
+
+/// The longest database name a warm route puts together: longer ones are never cached.
+const WARM_NAME_BYTES: usize = crate::floor::name::MAX_DATABASE_NAME_BYTES;
+
+/// The future of [`Tenants::route`] and [`PolyMongo::tenant`](crate::PolyMongo::tenant).
+///
+/// When this instance has the tenant's route cached, the route was found when the future was
+/// made: the first poll hands it over. Otherwise it reads the directory (boxed, so a warm
+/// route's future stays small). Dropping it at any point is safe: a read shared with other
+/// callers goes on for them, and nothing is left behind for this one.
+#[must_use = "futures do nothing unless awaited"]
+pub struct TenantRoute<'a>(RouteState<'a>);
+
+// The warm states hold the tenant (or a boxed refusal) rather than a `Result<Tenant>`: the
+// crate's error is large, and a warm route's future is made, moved and polled on every call.
+enum RouteState<'a> {
+    Warm(Option<Tenant>),
+    Refused(Option<Box<Error>>),
+    Cold(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tenant>> + Send + 'a>>),
+}
+
+impl RouteState<'_> {
+    #[cold]
+    fn failed(e: Error) -> Self {
+        RouteState::Refused(Some(Box::new(e)))
+    }
+}
+
+impl TenantRoute<'_> {
+    pub(crate) fn refused(e: Error) -> Self {
+        TenantRoute(RouteState::failed(e))
+    }
+}
+
+const POLLED_AGAIN: &str = "`TenantRoute` polled after completion";
+
+impl std::future::Future for TenantRoute<'_> {
+    type Output = Result<Tenant>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Tenant>> {
+        // Polling again after `Ready` breaks the `Future` contract: it panics, as
+        // `std::future::Ready` does.
+        match &mut self.get_mut().0 {
+            RouteState::Warm(tenant) => {
+                std::task::Poll::Ready(Ok(tenant.take().expect(POLLED_AGAIN)))
+            }
+            RouteState::Refused(e) => std::task::Poll::Ready(Err(*e.take().expect(POLLED_AGAIN))),
+            RouteState::Cold(read) => read.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantRoute<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0 {
+            RouteState::Warm(_) | RouteState::Refused(_) => "cached",
+            RouteState::Cold(_) => "reading the directory",
+        };
+        f.debug_tuple("TenantRoute").field(&state).finish()
     }
 }
 
