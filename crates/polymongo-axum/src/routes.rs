@@ -170,7 +170,9 @@ async fn metrics_handler(axum::extract::State(poly): axum::extract::State<PolyMo
 ///  "tenants": [{"database": "tenant_acme", "ranked": ["operations"], "operations": 700,
 ///               "errors": 0, "in_flight": 1, "total_time_us": 350000, "recent_operations": 700,
 ///               "recent_time_us": 350000, "p50_us": 512, "p95_us": 1024, "p99_us": 2048,
-///               "last_used_ms": 1764521999990}],
+///               "last_used_ms": 1764521999990,
+///               "latency": {"counts": [0, 0, 0, 0, 0, 0, 0, 0, 0, 410, 280, 9, 0, ...],
+///                           "sum_us": 350000}}],
 ///  "general": {"total_active_pools": 1, "total_connections": 4, "databases_in_use": 3,
 ///              "change_streams": 0, "usage_analytics": true, "usage": {"database": "(all databases)", ...}}}
 /// ```

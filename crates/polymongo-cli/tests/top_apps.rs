@@ -188,12 +188,18 @@ async fn json_snapshots_merge_two_instances_and_count_a_down_one() {
         assert_eq!(view["operations"], total);
     }
     // Tenants: operations and errors summed across the instances, as each reports them.
+    // The 99th percentile: of the two instances' histograms added up.
     let mut expected: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut latency: BTreeMap<&str, polymongo::DurationHistogram> = BTreeMap::new();
     for figures in &own {
         for t in &figures.tenants {
             let e = expected.entry(t.database.as_str()).or_default();
             e.0 += t.operations;
             e.1 += t.errors;
+            latency
+                .entry(t.database.as_str())
+                .or_default()
+                .add(&t.latency);
         }
     }
     assert_eq!(expected.len(), tenants().len(), "{expected:?}");
@@ -202,7 +208,24 @@ async fn json_snapshots_merge_two_instances_and_count_a_down_one() {
         assert_eq!(t["operations"], *operations, "{database}: {snapshot}");
         assert_eq!(t["errors"], *errors, "{database}");
         assert_eq!(t["instances"], 2, "{database}");
+        let histogram = &latency[database];
+        assert_eq!(
+            histogram.count(),
+            *operations - t["in_flight"].as_u64().unwrap()
+        );
+        assert_eq!(
+            t["p99_us"],
+            histogram.quantile_us(0.99),
+            "{database}: {histogram:?}"
+        );
     }
+    // The second poll's percentile is of the operations between the two polls.
+    assert!(
+        tenant(second, &format!("tenant_{HOT}"))["p99_now_us"]
+            .as_u64()
+            .is_some_and(|us| us > 0),
+        "{second}"
+    );
     // The busiest is the one the load favoured.
     assert_eq!(
         snapshot["busiest"][0],

@@ -106,6 +106,14 @@ pub mod metrics {
     pub fn collector(poly: &crate::PolyMongo) -> PrometheusCollector {
         PrometheusCollector::new(poly)
     }
+
+    #[cfg(feature = "prometheus-client")]
+    impl PrometheusCollector {
+        /// A collector of `poly`'s figures: [`collector`].
+        pub fn new(poly: &crate::PolyMongo) -> Self {
+            Self::of(std::sync::Arc::new(poly.clone()))
+        }
+    }
 }
 
 pub use builder::PolyMongoBuilder;

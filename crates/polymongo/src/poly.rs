@@ -643,3 +643,28 @@ impl PolyMongo {
             .await
     }
 }
+
+/// The manager as the metrics exposition reads it (the features layer does not import the
+/// facade).
+#[cfg(feature = "metrics")]
+impl crate::features::metrics::Source for PolyMongo {
+    fn stats(&self) -> Stats<'_> {
+        PolyMongo::stats(self)
+    }
+
+    fn migration_stats(&self) -> MigrationStats {
+        PolyMongo::migration_stats(self)
+    }
+
+    fn tenants(&self) -> Option<Tenants> {
+        self.inner.tenants.clone()
+    }
+}
+
+impl crate::features::figures::Figures {
+    /// The figures of `poly` now. Synchronous, no round trip; costs O(pools +
+    /// [`FIGURES_CANDIDATES`](crate::FIGURES_CANDIDATES)) whatever the number of databases.
+    pub fn take(poly: &PolyMongo) -> Self {
+        Self::of(&poly.stats(), poly.inner.options.app_name.as_deref())
+    }
+}

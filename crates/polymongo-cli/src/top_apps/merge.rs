@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use polymongo::{Figures, FiguresPool};
+use polymongo::{DurationHistogram, Figures, FiguresPool, FiguresTenant};
 use serde::Serialize;
 
 use super::AppUrl;
@@ -84,8 +84,15 @@ pub struct TenantView {
     pub latency_now_us: Option<u64>,
     /// Mean latency of the recent windows, in microseconds.
     pub recent_mean_us: u64,
-    /// The highest 99th percentile among the instances, in microseconds.
+    /// The 99th percentile of every instance's operations together, in microseconds: the
+    /// upper bound of its bucket in the instances' latency histograms added up (when no
+    /// instance sends a histogram, the highest instance's own figure).
     pub p99_us: u64,
+    /// The 99th percentile of the operations finished since the last poll, the same way.
+    pub p99_now_us: Option<u64>,
+    /// The instances' latency histograms added up.
+    #[serde(skip)]
+    latency: DurationHistogram,
 }
 
 /// Every instance's figures merged: one poll. `--json` prints one per line.
@@ -147,8 +154,50 @@ impl Merger {
 struct Sample {
     at: Instant,
     total_ops: u64,
-    /// (operations, errors, total_time_us) by database.
-    tenants: HashMap<String, (u64, u64, u64)>,
+    tenants: HashMap<String, Counters>,
+}
+
+/// One tenant's counters on one instance (or their growth between two polls).
+#[derive(Default)]
+struct Counters {
+    operations: u64,
+    errors: u64,
+    time_us: u64,
+    latency: DurationHistogram,
+}
+
+impl Counters {
+    fn of(t: &FiguresTenant) -> Self {
+        Counters {
+            operations: t.operations,
+            errors: t.errors,
+            time_us: t.total_time_us,
+            latency: t.latency.clone(),
+        }
+    }
+
+    /// The growth from `before` to `self`; counters that went back (the database was
+    /// forgotten and cached again) count from zero.
+    fn since(&self, before: &Counters) -> Counters {
+        let restarted = self.operations < before.operations;
+        Counters {
+            operations: delta(self.operations, before.operations),
+            errors: delta(self.errors, before.errors),
+            time_us: delta(self.time_us, before.time_us),
+            latency: if restarted {
+                self.latency.clone()
+            } else {
+                self.latency.saturating_sub(&before.latency)
+            },
+        }
+    }
+
+    fn add(&mut self, other: &Counters) {
+        self.operations += other.operations;
+        self.errors += other.errors;
+        self.time_us += other.time_us;
+        self.latency.add(&other.latency);
+    }
 }
 
 /// Differences of a counter that may restart from zero (a database forgotten and cached
@@ -180,7 +229,7 @@ fn aggregate(
     let mut pools: BTreeMap<(String, String), ClusterPools> = BTreeMap::new();
     let mut tenants: BTreeMap<String, TenantView> = BTreeMap::new();
     // Per tenant: the deltas of the instances that had a previous sample of it.
-    let mut deltas: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    let mut deltas: HashMap<String, Counters> = HashMap::new();
     let (mut up, mut down) = (0, 0);
     for (app, answer) in apps.iter().zip(answers) {
         let figures = match answer {
@@ -241,16 +290,15 @@ fn aggregate(
             view.recent_operations += t.recent_operations;
             view.recent_time_us += t.recent_time_us;
             view.p99_us = view.p99_us.max(t.p99_us);
-            if let Some(&(ops, errors, time)) = before.and_then(|b| b.tenants.get(&t.database)) {
-                let d = deltas.entry(t.database.clone()).or_default();
-                d.0 += delta(t.operations, ops);
-                d.1 += delta(t.errors, errors);
-                d.2 += delta(t.total_time_us, time);
+            view.latency.add(&t.latency);
+            let counters = Counters::of(t);
+            if let Some(was) = before.and_then(|b| b.tenants.get(&t.database)) {
+                deltas
+                    .entry(t.database.clone())
+                    .or_default()
+                    .add(&counters.since(was));
             }
-            sample.tenants.insert(
-                t.database.clone(),
-                (t.operations, t.errors, t.total_time_us),
-            );
+            sample.tenants.insert(t.database.clone(), counters);
         }
         let ops_per_s = match (before, secs) {
             (Some(b), Some(secs)) => Some(delta(total_ops, b.total_ops) as f64 / secs),
@@ -277,12 +325,17 @@ fn aggregate(
             .recent_time_us
             .checked_div(t.recent_operations)
             .unwrap_or(0);
-        if let Some(&(ops, errors, time)) = deltas.get(&t.database) {
+        // Instances that send histograms: the percentile of all their operations together.
+        if t.latency.count() > 0 {
+            t.p99_us = t.latency.quantile_us(0.99);
+        }
+        if let Some(d) = deltas.remove(&t.database) {
             // The instances are polled together: one interval for all.
             let secs = interval_s.unwrap_or(1.0).max(1e-3);
-            t.ops_per_s = Some(ops as f64 / secs);
-            t.errors_per_s = Some(errors as f64 / secs);
-            t.latency_now_us = time.checked_div(ops);
+            t.ops_per_s = Some(d.operations as f64 / secs);
+            t.errors_per_s = Some(d.errors as f64 / secs);
+            t.latency_now_us = d.time_us.checked_div(d.operations);
+            t.p99_now_us = (d.latency.count() > 0).then(|| d.latency.quantile_us(0.99));
         }
     }
     let rates = interval_s.is_some();

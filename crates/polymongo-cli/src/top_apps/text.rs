@@ -91,8 +91,9 @@ pub(super) fn render(s: &AppsSnapshot) -> String {
     }));
     out.push_str(&section("slowest now", &s.slowest, &|t| {
         format!(
-            "{:>10} now {:>10} recent mean {:>10} p99",
+            "{:>10} now {:>10} p99 now {:>10} recent mean {:>10} p99",
             micros(t.latency_now_us),
+            micros(t.p99_now_us),
             micros(Some(t.recent_mean_us)),
             micros(Some(t.p99_us))
         )

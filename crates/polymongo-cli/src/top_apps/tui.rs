@@ -283,7 +283,7 @@ fn draw(f: &mut Frame, s: &AppsSnapshot, interval: Duration) {
     f.render_widget(
         table(
             "Slowest now",
-            &["tenant", "mean now", "recent", "p99"],
+            &["tenant", "mean now", "p99 now", "recent"],
             &[
                 Constraint::Fill(1),
                 Constraint::Length(9),
@@ -294,8 +294,8 @@ fn draw(f: &mut Frame, s: &AppsSnapshot, interval: Duration) {
                 vec![
                     t.database.clone(),
                     micros(t.latency_now_us),
+                    micros(t.p99_now_us),
                     micros(Some(t.recent_mean_us)),
-                    micros(Some(t.p99_us)),
                 ]
             }),
         ),

@@ -13,10 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::stats::PoolInfo;
+use crate::features::stats::{PoolInfo, Stats};
 use crate::pool::cluster::{ConnectionState, PoolKind};
+use crate::pool::histogram::DurationHistogram;
 use crate::registry::usage::{TopBy, UsageStats};
-use crate::PolyMongo;
 
 /// The schema version [`Figures::take`] writes. Fields may be added within a version (readers
 /// ignore fields they do not know); a change that removes or redefines a field takes a new
@@ -124,6 +124,11 @@ pub struct FiguresTenant {
     pub p99_us: u64,
     /// When an operation last started, in milliseconds since the Unix epoch.
     pub last_used_ms: Option<u64>,
+    /// Latencies of its finished operations ([`UsageStats::latency`]): fixed buckets, so
+    /// several instances' histograms add up to the fleet's (and two polls' difference is the
+    /// latency between them). Absent from a figures document of an older instance.
+    #[serde(default)]
+    pub latency: DurationHistogram,
 }
 
 /// Manager-wide figures in [`Figures`].
@@ -200,6 +205,7 @@ impl From<&UsageStats> for FiguresTenant {
             p95_us: u.p95_us,
             p99_us: u.p99_us,
             last_used_ms: u.last_used.map(ms_since_epoch),
+            latency: u.latency.clone(),
         }
     }
 }
@@ -214,10 +220,9 @@ impl FiguresTenant {
 }
 
 impl Figures {
-    /// The figures of `poly` now. Synchronous, no round trip; costs O(pools +
-    /// [`FIGURES_CANDIDATES`]) whatever the number of databases.
-    pub fn take(poly: &PolyMongo) -> Figures {
-        let stats = poly.stats();
+    /// The figures of `stats` now, of the instance named `app_name` (else by its process id):
+    /// what the facade's `Figures::take(&poly)` gives.
+    pub(crate) fn of(stats: &Stats<'_>, app_name: Option<&str>) -> Figures {
         let general = stats.general_with(false);
         let pools: Vec<FiguresPool> = std::iter::once(&general.primary)
             .chain(&general.other_clusters)
@@ -234,11 +239,7 @@ impl Figures {
         };
         Figures {
             version: FIGURES_VERSION,
-            instance: poly
-                .options()
-                .app_name
-                .clone()
-                .unwrap_or_else(|| format!("pid:{}", std::process::id())),
+            instance: app_name.map_or_else(|| format!("pid:{}", std::process::id()), str::to_owned),
             pid: std::process::id(),
             taken_at_ms: ms_since_epoch(SystemTime::now()),
             pools,
@@ -329,6 +330,7 @@ fn placeholder() -> FiguresTenant {
         p95_us: 0,
         p99_us: 0,
         last_used_ms: None,
+        latency: DurationHistogram::default(),
     }
 }
 

@@ -29,9 +29,20 @@ use std::fmt;
 
 use crate::features::migrate::MigrationStats;
 use crate::features::stats::{PoolInfo, Stats};
+use crate::features::tenants::Tenants;
 use crate::pool::histogram::{DurationHistogram, DURATION_BUCKETS};
 use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
-use crate::PolyMongo;
+
+/// What the exposition reads from the manager. The facade implements it for
+/// [`PolyMongo`](crate::PolyMongo), so this layer reads the manager without importing it.
+pub(crate) trait Source: Send + Sync {
+    /// Pools and usage.
+    fn stats(&self) -> Stats<'_>;
+    /// Migrations.
+    fn migration_stats(&self) -> MigrationStats;
+    /// The tenant directory, when one is configured.
+    fn tenants(&self) -> Option<Tenants>;
+}
 
 /// Databases with their own usage series; the others are summed into one.
 pub const MAX_METRIC_DATABASES: usize = 50;
@@ -293,17 +304,17 @@ fn pool_labels(p: &PoolInfo) -> [(&'static str, &str); 2] {
 
 /// Everything [`render`] and the collector expose: pools and usage, migrations, and with a
 /// tenant directory its routing figures.
-fn expose(x: &mut dyn Exposition, poly: &PolyMongo) -> fmt::Result {
+fn expose(x: &mut dyn Exposition, poly: &dyn Source) -> fmt::Result {
     expose_stats(x, &poly.stats())?;
     expose_migrations(x, &poly.migration_stats())?;
-    if let Ok(tenants) = poly.tenants() {
+    if let Some(tenants) = poly.tenants() {
         expose_directory(x, &tenants.stats(), &tenants.cluster_stats())?;
     }
     Ok(())
 }
 
 /// The manager's figures in Prometheus text format: [`metrics::render`](crate::metrics::render).
-pub(crate) fn render(poly: &PolyMongo) -> String {
+pub(crate) fn render(poly: &dyn Source) -> String {
     // The fixed families take about 8 KiB; the per-database rows reserve their own.
     let mut out = String::with_capacity(8 * 1024);
     let mut text = Text {
@@ -700,23 +711,32 @@ fn expose_directory(
 /// It holds a clone of the manager (a reference count), so it reports that manager's
 /// figures for as long as the registry keeps it, closed or not.
 #[cfg(feature = "prometheus-client")]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PrometheusCollector {
-    poly: PolyMongo,
+    source: std::sync::Arc<dyn Source>,
 }
 
 #[cfg(feature = "prometheus-client")]
 impl PrometheusCollector {
-    /// A collector of `poly`'s figures.
-    pub fn new(poly: &PolyMongo) -> Self {
-        Self { poly: poly.clone() }
+    /// A collector of `source`'s figures (the facade's `PrometheusCollector::new` gives the
+    /// manager).
+    pub(crate) fn of(source: std::sync::Arc<dyn Source>) -> Self {
+        Self { source }
+    }
+}
+
+#[cfg(feature = "prometheus-client")]
+impl fmt::Debug for PrometheusCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusCollector")
+            .finish_non_exhaustive()
     }
 }
 
 #[cfg(feature = "prometheus-client")]
 impl prometheus_client::collector::Collector for PrometheusCollector {
     fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> fmt::Result {
-        expose(&mut client::Client(encoder), &self.poly)
+        expose(&mut client::Client(encoder), self.source.as_ref())
     }
 }
 

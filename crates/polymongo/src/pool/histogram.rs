@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Buckets of a [`DurationHistogram`]: bucket `i` holds durations in (2^(i-1), 2^i] µs
 /// (bucket 0 everything up to 1 µs), so the bounds run from 1 µs to 2^26 µs (about 67 s);
@@ -40,7 +40,7 @@ fn micros(d: Duration) -> u64 {
 ///
 /// Bounds are fixed (see [`DURATION_BUCKETS`]), so two histograms, of two databases or two
 /// processes, add bucket by bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DurationHistogram {
     /// Observations per bucket, not cumulative: `counts[i]` is the number of durations in
@@ -72,6 +72,25 @@ impl DurationHistogram {
         })
     }
 
+    /// The `q`-quantile (`0.0 < q <= 1.0`), in microseconds: the upper bound of the bucket
+    /// holding it (2^i µs; 2^27 µs for the open last bucket), never below the true value and
+    /// less than twice it. 0 when nothing was observed.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen = seen.saturating_add(*c);
+            if seen >= rank {
+                return bucket_ceiling(i);
+            }
+        }
+        bucket_ceiling(DURATION_BUCKETS - 1)
+    }
+
     /// Adds `other`'s observations to these, bucket by bucket (the bounds are the same
     /// everywhere): a fleet's histogram is the sum of its instances'.
     pub fn add(&mut self, other: &Self) {
@@ -88,9 +107,9 @@ impl DurationHistogram {
     }
 
     /// Bucket by bucket `self - other`, at zero where `other` has more (a figure read a
-    /// moment later can be ahead of a total read before it).
-    #[cfg(any(feature = "metrics", test))]
-    pub(crate) fn saturating_sub(&self, other: &Self) -> Self {
+    /// moment later can be ahead of a total read before it): the observations between two
+    /// readings of the same histogram.
+    pub fn saturating_sub(&self, other: &Self) -> Self {
         Self {
             counts: std::array::from_fn(|i| self.counts[i].saturating_sub(other.counts[i])),
             sum_us: self.sum_us.saturating_sub(other.sum_us),

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::floor::config::UsageAnalytics;
-use crate::pool::histogram::{bucket, bucket_ceiling, DurationHistogram, DURATION_BUCKETS};
+use crate::pool::histogram::{bucket, DurationHistogram, DURATION_BUCKETS};
 
 /// The name under which figures of databases no longer cached (and, with the commands
 /// source, of commands on databases never cached) are summed.
@@ -243,25 +243,7 @@ impl DbUsage {
         );
     }
 
-    fn percentile(counts: &[u32; BUCKETS], total: u64, p: f64) -> u64 {
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
-        for (i, c) in counts.iter().enumerate() {
-            seen += u64::from(*c);
-            if seen >= rank {
-                return bucket_ceiling(i);
-            }
-        }
-        bucket_ceiling(BUCKETS - 1)
-    }
-
     pub(crate) fn snapshot(&self, window: u64) -> UsageStats {
-        let counts: [u32; BUCKETS] =
-            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed));
-        let timed: u64 = counts.iter().map(|c| u64::from(*c)).sum();
         let by_command = COMMANDS
             .iter()
             .copied()
@@ -274,6 +256,10 @@ impl DbUsage {
         let last = self.last_used_ms.load(Ordering::Relaxed);
         let (recent_operations, recent_time_us) = self.recent(window);
         let total_time_us = self.total_us.load(Ordering::Relaxed);
+        let latency = DurationHistogram {
+            counts: std::array::from_fn(|i| u64::from(self.latency[i].load(Ordering::Relaxed))),
+            sum_us: total_time_us,
+        };
         UsageStats {
             database: self.name.to_string(),
             operations: self.ops.iter().map(|n| n.load(Ordering::Relaxed)).sum(),
@@ -283,14 +269,11 @@ impl DbUsage {
             total_time_us,
             recent_operations,
             recent_time_us,
-            p50_us: Self::percentile(&counts, timed, 0.50),
-            p95_us: Self::percentile(&counts, timed, 0.95),
-            p99_us: Self::percentile(&counts, timed, 0.99),
+            p50_us: latency.quantile_us(0.50),
+            p95_us: latency.quantile_us(0.95),
+            p99_us: latency.quantile_us(0.99),
             last_used: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
-            latency: DurationHistogram {
-                counts: counts.map(u64::from),
-                sum_us: total_time_us,
-            },
+            latency,
         }
     }
 }
