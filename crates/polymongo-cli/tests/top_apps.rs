@@ -365,3 +365,32 @@ async fn the_terminal_view_shows_the_busiest_tenant_and_q_restores_the_terminal(
         s.poly.close_all(Duration::from_secs(5)).await;
     }
 }
+
+#[tokio::test]
+async fn an_instance_that_accepts_and_never_answers_is_down_within_the_poll_timeout() {
+    // A black hole: connections are accepted and held, nothing is ever sent back.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            kept.push(socket);
+        }
+    });
+    // `--interval 1`: each poll waits at most max(1 s, min(interval, 5 s)) = 1 s per instance.
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) =
+        run(&["top", "--app", &url, "--json", "--once", "--interval", "1"]).await;
+    let took = started.elapsed();
+    assert_eq!(code, 4, "no instance answered: {stdout} {stderr}");
+    let snapshot: Value = serde_json::from_str(stdout.trim()).expect("one JSON snapshot");
+    assert_eq!(snapshot["down"], 1, "{snapshot}");
+    let error = snapshot["instances"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("no answer within 1000 ms"), "{snapshot}");
+    eprintln!("black-holed instance reported down after {took:?}");
+    // The bound is the poll timeout; the process start and exit are on top of it.
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    held.abort();
+}

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
@@ -303,18 +302,40 @@ async fn waits_for_a_one_connection_pool_are_observed_once_each() {
     let server = common::server().await;
     let poly = common::manager(&server, 1).await;
     let tasks = 6;
-    let start = Arc::new(tokio::sync::Barrier::new(tasks));
-    let ops: Vec<_> = (0..tasks)
+    // One operation holds the one slot until the other five are queued behind it, so each
+    // of them waits, however the machine schedules them.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let handle = poly.model::<Item>().db("waits").unwrap();
+        tokio::spawn(async move {
+            handle
+                .run(|c| async move {
+                    let _ = released.await;
+                    c.find_one(doc! {}).await
+                })
+                .await
+                .unwrap();
+        })
+    };
+    common::eventually("the slot taken", Duration::from_secs(10), || async {
+        poly.stats()
+            .usage("waits")
+            .is_some_and(|u| u.in_flight == 1)
+            .then_some(())
+    })
+    .await;
+    let ops: Vec<_> = (1..tasks)
         .map(|_| {
             let poly = poly.clone();
-            let start = Arc::clone(&start);
-            tokio::spawn(async move {
-                start.wait().await;
-                // Each holds the one slot 50 ms: the first finds it free, the others queue.
-                timed_op(&poly, "waits", Duration::from_millis(50)).await
-            })
+            tokio::spawn(async move { timed_op(&poly, "waits", Duration::from_millis(5)).await })
         })
         .collect();
+    common::eventually("five queued", Duration::from_secs(10), || async {
+        (poly.stats().general().primary.stats.wait_queue == (tasks - 1) as i64).then_some(())
+    })
+    .await;
+    release.send(()).unwrap();
+    holder.await.unwrap();
     for op in ops {
         op.await.unwrap();
     }
