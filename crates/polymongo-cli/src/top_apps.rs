@@ -142,7 +142,37 @@ async fn fetch(client: &HttpClient, app: &AppUrl, timeout: Duration) -> Result<F
         }
         None => return Err("the answer is not a figures document".to_owned()),
     }
-    serde_json::from_value(value).map_err(|e| format!("not a figures document: {e}"))
+    let figures: Figures = serde_json::from_value(value)
+        .map_err(|e| printable(&format!("not a figures document: {e}")))?;
+    Ok(printable_figures(figures))
+}
+
+/// `text` with every control character (an escape sequence's ESC among them) replaced by
+/// U+FFFD: what an instance sends is shown on the user's terminal, and must not drive it.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// The figures with every string they show made [`printable`].
+fn printable_figures(mut f: Figures) -> Figures {
+    let fix = |s: &mut String| {
+        if s.chars().any(char::is_control) {
+            *s = printable(s);
+        }
+    };
+    fix(&mut f.instance);
+    for p in &mut f.pools {
+        fix(&mut p.cluster);
+        fix(&mut p.kind);
+        fix(&mut p.state);
+    }
+    for t in f.tenants.iter_mut().chain(f.general.usage.as_mut()) {
+        fix(&mut t.database);
+        t.ranked.iter_mut().for_each(fix);
+    }
+    f
 }
 
 /// Polls every instance at once.

@@ -394,3 +394,63 @@ async fn an_instance_that_accepts_and_never_answers_is_down_within_the_poll_time
     assert!(took >= Duration::from_secs(1), "{took:?}");
     held.abort();
 }
+
+#[tokio::test]
+async fn control_characters_an_instance_sends_never_reach_the_terminal() {
+    use polymongo::mongodb::bson::doc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A real figures document with one counted tenant…
+    let server = TestServer::start().await.expect("server");
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .build()
+        .await
+        .unwrap();
+    poly.model::<app::Note>()
+        .db("t1")
+        .unwrap()
+        .run(|c| c.find_one(doc! {}))
+        .await
+        .unwrap();
+    let mut figures = serde_json::to_value(Figures::take(&poly)).unwrap();
+    // …whose strings a hostile instance filled with escape sequences.
+    figures["instance"] = Value::from("app\u{1b}]0;owned\u{7}");
+    figures["tenants"][0]["database"] = Value::from("t1\u{1b}[2J\u{1b}[31m");
+    figures["pools"][0]["cluster"] = Value::from("mongodb://h\u{1b}[1A/");
+    let body = figures.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    for args in [
+        &["top", "--app", &url, "--once"][..],
+        &["top", "--app", &url, "--once", "--json"][..],
+    ] {
+        let (code, stdout, stderr) = run(args).await;
+        assert_eq!(code, 0, "{args:?}: {stdout} {stderr}");
+        assert!(
+            !stdout.contains(['\u{1b}', '\u{7}']) && !stderr.contains(['\u{1b}', '\u{7}']),
+            "{args:?}: {stdout:?}"
+        );
+        // Shown, with the control characters replaced.
+        assert!(stdout.contains("t1\u{fffd}[2J"), "{args:?}: {stdout}");
+        assert!(stdout.contains("app\u{fffd}]0;owned"), "{args:?}: {stdout}");
+    }
+    served.abort();
+    poly.close_all(Duration::from_secs(5)).await;
+}
