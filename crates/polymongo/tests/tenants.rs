@@ -929,13 +929,20 @@ async fn least_data_placement_goes_where_the_tenants_hold_least() {
     let poly = instance(&f, None, Duration::from_secs(1)).await;
     let tenants = poly.tenants().unwrap();
     create_on(&tenants, &[("big", "cell_a"), ("small", "cell_b")]).await;
-    raw(&f.a)
+    // In batches: one 1 MB insert can outlast the driver's monitor timeout on mongoeco
+    // under load (QUIRKS.md).
+    let blobs = raw(&f.a)
         .await
         .database("t_big")
-        .collection::<Document>("blobs")
-        .insert_many((0..2000).map(|i| doc! { "_id": i, "pad": "x".repeat(500) }))
-        .await
-        .unwrap();
+        .collection::<Document>("blobs");
+    for batch in 0..8 {
+        blobs
+            .insert_many(
+                (batch * 250..(batch + 1) * 250).map(|i| doc! { "_id": i, "pad": "x".repeat(500) }),
+            )
+            .await
+            .unwrap();
+    }
     let census = tenants.census().await.unwrap();
     let size = |c: &str| {
         census
