@@ -3,9 +3,11 @@
 //!
 //! 1. **warm routing**: the cost per call, no I/O, over `--tenants` tenants already routed
 //!    once, side by side in one process: the raw driver's `client.database(n).collection(c)`,
-//!    today's `model.db(name)`, and `poly.tenant(id)` then `.model::<T>()` (with the
-//!    database prefix `t_`, and without a prefix on a second directory), plus the route alone
-//!    and the route through a kept `Tenants`, so the parts can be told apart. Median ns per
+//!    today's `model.db(name)`, then through the directory `model.tenant(id)` and
+//!    `poly.tenant(id)` followed by `.model::<T>()` (each with the database prefix `t_`, and
+//!    without a prefix on a second directory), plus the route alone and the route through a
+//!    kept `Tenants`, so the parts can be told apart. A route's future is polled as an
+//!    `.await` in a running task polls it (with the task's context). Median ns per
 //!    call over `--batches` batches of one pass over every tenant, the variants interleaved.
 //!    Where valgrind is on `PATH`, also instructions per call: each variant runs in a child
 //!    process under `valgrind --tool=callgrind --toggle-collect=...`, which counts only the
@@ -44,7 +46,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
 use polymongo::tenants::{CreateTenant, TenantError, TenantInfo};
@@ -257,6 +259,8 @@ struct Warm {
     names: Vec<String>,
     raw: Client,
     notes: ModelHandle<Note>,
+    dir_notes: ModelHandle<Note>,
+    bare_notes: ModelHandle<Note>,
     plain: PolyMongo,
     dir: PolyMongo,
     bare: PolyMongo,
@@ -265,9 +269,11 @@ struct Warm {
 
 /// The variants of part 1, by index (a `match` on an integer, so choosing one costs the same
 /// few instructions for all).
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 9] = [
     "raw",
     "db",
+    "model_tenant",
+    "model_tenant_bare",
     "tenant_model",
     "tenant_model_bare",
     "route_only",
@@ -279,19 +285,28 @@ fn variant_label(v: usize) -> &'static str {
     match v {
         0 => "raw driver: `client.database(n).collection(c)`",
         1 => "`model.db(name)` (no directory)",
-        2 => "`poly.tenant(id)` + `.model::<T>()`, prefix `t_`",
-        3 => "`poly.tenant(id)` + `.model::<T>()`, no prefix",
-        4 => "`poly.tenant(id)` alone, prefix `t_`",
-        5 => "kept `Tenants`: `tenants.route(id)` + `.model::<T>()`, prefix `t_`",
+        2 => "`model.tenant(id)`, prefix `t_`",
+        3 => "`model.tenant(id)`, no prefix",
+        4 => "`poly.tenant(id)` + `.model::<T>()`, prefix `t_`",
+        5 => "`poly.tenant(id)` + `.model::<T>()`, no prefix",
+        6 => "`poly.tenant(id)` alone, prefix `t_`",
+        7 => "kept `Tenants`: `tenants.route(id)` + `.model::<T>()`, prefix `t_`",
         _ => "the loop alone (`black_box` of the name): the floor under every row",
     }
 }
 
-/// A warm route, polled once: the warm path has no await point, so it is ready at once.
+/// A warm route, polled once, as an `.await` in a running task polls it (the task's context
+/// is already there): the warm path has no await point, so it is ready at once.
+#[inline(always)]
 fn ready<T>(f: impl Future<Output = polymongo::Result<T>>) -> T {
-    f.now_or_never()
-        .expect("a warm route is ready at the first poll")
-        .expect("warm route")
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(r) => r.expect("warm route"),
+        std::task::Poll::Pending => panic!("a warm route is ready at the first poll"),
+    }
 }
 
 impl Warm {
@@ -315,12 +330,16 @@ impl Warm {
         warm_all(&dir, &ids).await;
         warm_all(&bare, &bare_ids).await;
         let tenants = dir.tenants().expect("directory");
+        let dir_notes = dir.model::<Note>();
+        let bare_notes = bare.model::<Note>();
         Warm {
             ids,
             bare_ids,
             names,
             raw,
             notes,
+            dir_notes,
+            bare_notes,
             plain,
             dir,
             bare,
@@ -343,17 +362,23 @@ impl Warm {
                 black_box(self.notes.db(&self.names[i]).expect("warm"));
             }
             2 => {
+                black_box(ready(self.dir_notes.tenant(&self.ids[i])));
+            }
+            3 => {
+                black_box(ready(self.bare_notes.tenant(&self.bare_ids[i])));
+            }
+            4 => {
                 let t = ready(self.dir.tenant(&self.ids[i]));
                 black_box(t.model::<Note>().expect("model"));
             }
-            3 => {
+            5 => {
                 let t = ready(self.bare.tenant(&self.bare_ids[i]));
                 black_box(t.model::<Note>().expect("model"));
             }
-            4 => {
+            6 => {
                 black_box(ready(self.dir.tenant(&self.ids[i])));
             }
-            5 => {
+            7 => {
                 let t = ready(self.tenants.route(&self.ids[i]));
                 black_box(t.model::<Note>().expect("model"));
             }

@@ -67,13 +67,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let poly = instance(&control, &a, &b).await?;
     let other = instance(&control, &a, &b).await?;
     let tenants = poly.tenants()?;
+    let orders = poly.model::<Order>();
 
     for name in ["acme", "globex", "initech", "umbrella", "hooli", "stark"] {
         let t = tenants.create(name, CreateTenant::new()).await?;
         println!("created {:<9} on {} ({})", t.id, t.cluster, t.database);
-        poly.tenant(name)
+        // A model routed by tenant id, as `.db(name)` routes it by database name.
+        orders
+            .tenant(name)
             .await?
-            .model::<Order>()?
             .insert_one(Order {
                 item: format!("first order of {name}"),
             })

@@ -146,6 +146,7 @@ pub use floor::redact::{redact_config_error, redact_uri};
 pub use floor::tenant_config::{ClusterConfig, DirectoryConfig};
 pub use handle::model::{DbHandle, Model, ModelHandle};
 pub use handle::slot::ConnectionSlot;
+pub use handle::tenant_route::ModelRoute;
 pub use poly::PolyMongo;
 pub use pool::cluster::{ConnectionState, PoolKind, MAX_LISTED_DATABASES};
 pub use pool::cmap::PoolStats;

@@ -34,6 +34,7 @@ use crate::floor::config::Options;
 use crate::floor::error::{Error, Result};
 use crate::handle::model::{Model, ModelHandle};
 use crate::handle::slot::ConnectionSlot;
+use crate::handle::tenant_route::TenantRouter;
 use crate::pool::cluster::{ClusterPool, ConnectionState, PoolEnv, PoolKind};
 use crate::pool::retiring::Retiring;
 use crate::registry::routes::Routes;
@@ -64,6 +65,8 @@ struct Inner {
     /// The directory's operations, when one is configured (made once: routing a tenant
     /// clones nothing).
     tenants: Option<Tenants>,
+    /// The same directory as model handles see it (`model.tenant(id)`), made once.
+    router: Option<Arc<dyn TenantRouter>>,
 }
 
 impl fmt::Debug for PolyMongo {
@@ -194,6 +197,9 @@ impl PolyMongo {
                 first_use,
             )
         });
+        let router = tenants
+            .clone()
+            .map(|t| Arc::new(t) as Arc<dyn TenantRouter>);
         let poly = PolyMongo {
             inner: Arc::new(Inner {
                 default_db: resolved.default_db.into(),
@@ -204,6 +210,7 @@ impl PolyMongo {
                 stop_housekeeper,
                 migrations: migration_counters,
                 tenants,
+                router,
                 options,
             }),
         };
@@ -328,6 +335,7 @@ impl PolyMongo {
         ModelHandle::new(
             Arc::clone(&self.inner.registry),
             Arc::clone(&self.inner.default_db),
+            self.inner.router.clone(),
         )
     }
 

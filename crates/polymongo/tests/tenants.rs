@@ -507,8 +507,10 @@ async fn routes_dropped_halfway_leave_no_state_for_a_hundred_thousand_names() {
         .await
         .unwrap();
     let tenants = silent.tenants().unwrap();
+    let notes = silent.model::<Note>();
     for i in 0..100_000 {
         assert!(tenants.route(&format!("gone{i}")).now_or_never().is_none());
+        assert!(notes.tenant(&format!("gone{i}")).now_or_never().is_none());
     }
     assert_eq!(tenants.reads_in_flight(), 0);
     assert_eq!(
@@ -520,17 +522,41 @@ async fn routes_dropped_halfway_leave_no_state_for_a_hundred_thousand_names() {
     // Against a real read, cut at growing delays.
     let f = fleet().await;
     let poly = instance(&f, None, Duration::from_secs(1)).await;
-    poly.tenants()
-        .unwrap()
-        .create("kept", CreateTenant::new())
-        .await
-        .unwrap();
     let tenants = poly.tenants().unwrap();
+    create_on(&tenants, &[("kept", "cell_b")]).await;
     for ms in [0_u64, 1, 2, 5, 10] {
         let _ = tokio::time::timeout(Duration::from_millis(ms), poly.tenant("kept")).await;
         assert_eq!(tenants.reads_in_flight(), 0, "after a cut at {ms} ms");
     }
     assert_eq!(poly.tenant("kept").await.unwrap().info().id, "kept");
+
+    // `model.tenant(id)` cut the same way on a second instance (its own cold read): nothing
+    // left in flight, and the next call writes to the tenant's database on its cluster.
+    let other = instance(&f, None, Duration::from_secs(1)).await;
+    let notes = other.model::<Note>();
+    let other_tenants = other.tenants().unwrap();
+    for ms in [0_u64, 1, 2, 5, 10] {
+        let _ = tokio::time::timeout(Duration::from_millis(ms), notes.tenant("kept")).await;
+        assert_eq!(other_tenants.reads_in_flight(), 0, "after a cut at {ms} ms");
+    }
+    let kept = Note {
+        tenant: "kept".into(),
+    };
+    notes
+        .tenant("kept")
+        .await
+        .unwrap()
+        .insert_one(kept)
+        .await
+        .unwrap();
+    let n = raw(&f.b)
+        .await
+        .database("t_kept")
+        .collection::<Document>("notes")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 #[tokio::test]
@@ -1193,4 +1219,88 @@ async fn a_tenant_databases_own_configuration_holds_on_its_cluster_and_one_choos
     );
     fixed.close_all(Duration::from_secs(5)).await;
     plain.close_all(Duration::from_secs(5)).await;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BadName {
+    x: i32,
+}
+
+impl Model for BadName {
+    const COLLECTION: &'static str = "bad$name";
+}
+
+#[tokio::test]
+async fn model_tenant_routes_a_model_to_the_tenants_cluster_and_refuses_as_the_route_does() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(3600)).await;
+    let tenants = poly.tenants().unwrap();
+    create_on(&tenants, &[("on_a", "cell_a"), ("on_b", "cell_b")]).await;
+    let notes = poly.model::<Note>();
+
+    // Cold (a directory read), then warm (a cache hit, no read).
+    let before = tenants.stats();
+    for id in ["on_a", "on_b"] {
+        notes
+            .tenant(id)
+            .await
+            .unwrap()
+            .insert_one(Note { tenant: id.into() })
+            .await
+            .unwrap();
+    }
+    let cold = tenants.stats();
+    assert_eq!(cold.cache_misses - before.cache_misses, 2);
+    for id in ["on_a", "on_b"] {
+        let handle = notes.tenant(id).await.unwrap();
+        assert_eq!(handle.namespace().db, format!("t_{id}"));
+        handle.insert_one(Note { tenant: id.into() }).await.unwrap();
+    }
+    let warm = tenants.stats();
+    assert_eq!(
+        warm.cache_misses, cold.cache_misses,
+        "warm routes read nothing"
+    );
+    assert_eq!(warm.cache_hits - cold.cache_hits, 2);
+
+    // Each tenant's documents are on its own cluster only (raw clients).
+    let (a, b) = (raw(&f.a).await, raw(&f.b).await);
+    for (id, home, other) in [("on_a", &a, &b), ("on_b", &b, &a)] {
+        let name = format!("t_{id}");
+        let n = home
+            .database(&name)
+            .collection::<Document>("notes")
+            .count_documents(doc! { "tenant": id })
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "{id} on its cluster");
+        assert!(
+            !databases(other).await.contains(&name),
+            "{id} only on its cluster"
+        );
+    }
+
+    // Refusals: the same typed errors as `poly.tenant(id)`.
+    tenants.suspend("on_b").await.unwrap();
+    let e = notes.tenant("on_b").await.unwrap_err();
+    assert!(matches!(tenant_error(&e), TenantError::Suspended { tenant } if tenant == "on_b"));
+    let e = notes.tenant("nobody").await.unwrap_err();
+    assert!(matches!(tenant_error(&e), TenantError::Unknown { tenant } if tenant == "nobody"));
+    let e = notes.tenant("bad/id").await.unwrap_err();
+    assert!(
+        matches!(tenant_error(&e), TenantError::InvalidId { tenant, .. } if tenant == "bad/id")
+    );
+
+    // A model whose collection name is invalid is refused on a warm tenant, and through
+    // `.db(name)` on a database another model made warm.
+    let e = poly.model::<BadName>().tenant("on_a").await.unwrap_err();
+    assert!(matches!(e, Error::InvalidName { .. }), "{e}");
+    poly.model::<Note>().db("warm_by_notes").unwrap();
+    let e = poly.model::<BadName>().db("warm_by_notes").unwrap_err();
+    assert!(matches!(e, Error::InvalidName { .. }), "{e}");
+
+    // Without a directory: a typed error, not a panic.
+    let plain = PolyMongo::builder().uri(f.a.uri()).build().await.unwrap();
+    let e = plain.model::<Note>().tenant("on_a").await.unwrap_err();
+    assert!(matches!(tenant_error(&e), TenantError::NoDirectory));
 }

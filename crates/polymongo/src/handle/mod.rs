@@ -5,4 +5,5 @@
 pub(crate) mod model;
 pub(crate) mod run;
 pub(crate) mod slot;
+pub(crate) mod tenant_route;
 pub(crate) mod trace;

@@ -23,6 +23,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_collection_name;
 use crate::handle::slot::ConnectionSlot;
+use crate::handle::tenant_route::{ModelRoute, TenantRouter};
 use crate::registry::{DbLease, Registry};
 
 /// A document type stored in one collection.
@@ -88,6 +89,11 @@ pub(crate) struct IndexesEnsured<T> {
 pub struct ModelHandle<T: Model> {
     registry: Arc<Registry>,
     default_db: Arc<str>,
+    /// The tenant directory, when the manager has one: [`tenant`](Self::tenant).
+    router: Option<Arc<dyn TenantRouter>>,
+    /// [`Model::COLLECTION`] checked once, when the handle was made: warm calls only read
+    /// this.
+    collection_ok: bool,
     _model: PhantomData<fn() -> T>,
 }
 
@@ -96,6 +102,8 @@ impl<T: Model> Clone for ModelHandle<T> {
         Self {
             registry: Arc::clone(&self.registry),
             default_db: Arc::clone(&self.default_db),
+            router: self.router.clone(),
+            collection_ok: self.collection_ok,
             _model: PhantomData,
         }
     }
@@ -111,11 +119,74 @@ impl<T: Model> fmt::Debug for ModelHandle<T> {
 }
 
 impl<T: Model> ModelHandle<T> {
-    pub(crate) fn new(registry: Arc<Registry>, default_db: Arc<str>) -> Self {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        default_db: Arc<str>,
+        router: Option<Arc<dyn TenantRouter>>,
+    ) -> Self {
         Self {
             registry,
             default_db,
+            router,
+            collection_ok: validate_collection_name(T::COLLECTION).is_ok(),
             _model: PhantomData,
+        }
+    }
+
+    /// Why [`tenant`](Self::tenant) cannot route: an invalid collection name, or no
+    /// directory.
+    #[cold]
+    fn tenant_refused<'a>(&self) -> ModelRoute<'a, T> {
+        ModelRoute::refused(match self.check_collection() {
+            Err(e) => e,
+            Ok(()) => crate::floor::tenant_error::TenantError::NoDirectory.into(),
+        })
+    }
+
+    /// [`Error::InvalidName`] when [`Model::COLLECTION`] is invalid.
+    #[inline]
+    fn check_collection(&self) -> Result<()> {
+        if self.collection_ok {
+            Ok(())
+        } else {
+            validate_collection_name(T::COLLECTION)
+        }
+    }
+
+    /// The model's collection in tenant `id`'s database, on the tenant's cluster, routed
+    /// through the tenant directory: what [`db`](Self::db) is for a database name, for a
+    /// tenant id. No I/O when this instance has the tenant's route cached (the usual case:
+    /// the future is ready at its first poll); otherwise one read of the directory, shared
+    /// with concurrent callers routing the same tenant.
+    ///
+    /// As `db` does, this takes a slot of a database with `max_concurrent_ops` only if one
+    /// is free now, and creates no index: for declared indexes and lazy migrations, route the
+    /// tenant and [`acquire`](crate::tenants::Tenant::acquire) the model on it.
+    ///
+    /// ```no_run
+    /// # use polymongo::{Model, PolyMongo};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Note { text: String }
+    /// # impl Model for Note { const COLLECTION: &'static str = "notes"; }
+    /// # async fn demo(poly: PolyMongo) -> polymongo::Result<()> {
+    /// let notes = poly.model::<Note>();
+    /// notes.tenant("acme").await?.insert_one(Note { text: "hi".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Dropping the future at any point is safe.
+    ///
+    /// # Errors
+    /// [`TenantError::NoDirectory`](crate::tenants::TenantError::NoDirectory) when the
+    /// manager has no directory; otherwise as
+    /// [`Tenants::route`](crate::tenants::Tenants::route), plus
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for an invalid
+    /// [`Model::COLLECTION`] and [`Error::Saturated`](crate::Error::Saturated) when the
+    /// database's slots are all taken.
+    #[inline]
+    pub fn tenant<'a>(&'a self, id: &'a str) -> ModelRoute<'a, T> {
+        match self.router.as_deref() {
+            Some(router) if self.collection_ok => ModelRoute::new(router, id),
+            _ => self.tenant_refused(),
         }
     }
 
@@ -141,8 +212,10 @@ impl<T: Model> ModelHandle<T> {
         Self::enter_now(handle)
     }
 
-    /// Takes a slot of a database with `max_concurrent_ops` if one is free now.
-    #[inline]
+    /// Takes a slot of a database with `max_concurrent_ops` if one is free now. Always
+    /// inlined: called out of line, the handle (64 bytes) is moved in and its `Result` out,
+    /// about a fifth of a warm `.db(name)`.
+    #[inline(always)]
     pub(crate) fn enter_now(mut handle: DbHandle<T>) -> Result<DbHandle<T>> {
         if let Some(gate) = &handle.lease.entry.gate {
             handle.permit = Some(Arc::new(gate.try_enter(handle.lease.entry.name())?));
@@ -220,24 +293,34 @@ impl<T: Model> ModelHandle<T> {
     }
 
     /// The cached handle (without a concurrency slot), if the database was used before and its
-    /// entry is still live. An `Option`, not a `Result`, so the hot path moves a small value,
-    /// not an error-sized one.
+    /// entry is still live and the model's collection name is valid (checked when the handle
+    /// was made). An `Option`, not a `Result`, so the hot path moves a small value, not an
+    /// error-sized one.
     #[inline(always)]
     fn cached(&self, name: &str) -> Option<DbHandle<T>> {
+        if !self.collection_ok {
+            return None;
+        }
         let lease = self.registry.lease_cached(name)?;
-        let collection = lease.entry.collection::<T>(T::COLLECTION);
-        Some(DbHandle {
-            collection,
-            lease,
-            permit: None,
-            slot: None,
-        })
+        Some(Self::on_checked_lease(lease))
     }
 
     #[cold]
     fn db_cold(&self, name: &str) -> Result<DbHandle<T>> {
-        validate_collection_name(T::COLLECTION)?;
+        self.check_collection()?;
         Self::on_lease(self.registry.lease(name)?)
+    }
+
+    /// The model's collection in the leased database, for a model whose collection name was
+    /// checked (a handle's `collection_ok`).
+    #[inline(always)]
+    pub(crate) fn on_checked_lease(lease: DbLease) -> DbHandle<T> {
+        DbHandle {
+            collection: lease.entry.collection::<T>(T::COLLECTION),
+            lease,
+            permit: None,
+            slot: None,
+        }
     }
 
     /// The model's collection in the leased database (a tenant routed by the directory).

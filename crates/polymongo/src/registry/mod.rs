@@ -179,7 +179,7 @@ impl Registry {
     /// The live entry of `name` with a lease, without validating the name or making an
     /// entry: the hot path of a warm `.db(name)`. `None` sends the caller to
     /// [`lease`](Self::lease).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lease_cached(&self, name: &str) -> Option<DbLease> {
         let entry = {
             let hit = self.entries.get(name)?;

@@ -17,7 +17,10 @@
 //! tenants.create("acme", CreateTenant::new().placement(Placement::LeastTenants)).await?;
 //! # #[derive(serde::Deserialize, serde::Serialize)] struct User { email: String }
 //! # impl polymongo::Model for User { const COLLECTION: &'static str = "users"; }
-//! let users = poly.tenant("acme").await?.model::<User>()?; // on acme's cluster
+//! let users = poly.model::<User>(); // keep it: cheap to clone
+//! let acme_users = users.tenant("acme").await?; // on acme's cluster
+//! let acme = poly.tenant("acme").await?; // the tenant itself: its record, any model
+//! let same = acme.model::<User>()?;
 //! tenants.suspend("acme").await?; // every instance refuses it within `refresh`
 //! # Ok(()) }
 //! ```
@@ -28,8 +31,10 @@
 //! `(cluster, database)`; `counters`, the change sequence; `clusters`, each cluster's tenant
 //! count, taken atomically against its capacity.
 //!
-//! **Routing**: [`PolyMongo::tenant`](crate::PolyMongo::tenant) resolves tenant → database →
-//! cluster pool. The record is kept in the database's registry entry, so a warm call is a
+//! **Routing**: [`ModelHandle::tenant`](crate::ModelHandle::tenant) (a model's collection
+//! in the tenant's database, as `.db(name)` gives it for a database name) and
+//! [`PolyMongo::tenant`](crate::PolyMongo::tenant) (the routed tenant: its record, any model,
+//! connection slots) resolve tenant → database → cluster pool. The record is kept in the database's registry entry, so a warm call is a
 //! cache lookup (no round trip); a cold one is one read by `_id`, shared by concurrent first
 //! uses of the same tenant. Suspended tenants are cached too (a fast refusal); unknown ids are
 //! not (they would be unbounded state), so each costs a read.
@@ -100,6 +105,7 @@ pub use crate::floor::tenant_config::{
     MAIN_CLUSTER,
 };
 pub use crate::floor::tenant_error::TenantError;
+pub use crate::handle::tenant_route::ModelRoute;
 
 use crate::features::migrate::counters::Counters;
 use crate::features::migrate::{Migrations, Migrator};
@@ -109,6 +115,7 @@ use crate::floor::name::validate_database_name;
 use crate::floor::redact::redact_uri;
 use crate::handle::model::{DbHandle, Model};
 use crate::handle::slot::ConnectionSlot;
+use crate::handle::tenant_route::{ColdLease, TenantRouter, WarmLease};
 use crate::pool::cluster::{ClusterPool, PoolEnv, PoolKind};
 use crate::registry::{DbLease, Registry};
 use store::Store;
@@ -664,41 +671,65 @@ impl Tenants {
     pub fn route<'a>(&'a self, id: &'a str) -> TenantRoute<'a> {
         // Warm, the route is found here, before the future is polled: the future only
         // hands it over. Cold, it is a read of the directory.
-        match self.route_warm(id) {
-            Some(warm) => TenantRoute(warm),
-            // Boxed (on the cold path only): its state, a read of the directory, would
-            // otherwise make every warm call's future that large, and moving it costly.
-            None => TenantRoute(RouteState::Cold(Box::pin(async move {
-                let database = self.dir.database_of(id)?;
-                self.route_cold(id, &database).await
-            }))),
+        match self.warm_lease(id) {
+            WarmLease::Hit(lease) => match record_of(&lease) {
+                Some(routed) => TenantRoute(RouteState::Warm(Some(Tenant {
+                    lease,
+                    routed,
+                    registry: Arc::clone(&self.registry),
+                }))),
+                // `warm_lease` hits only tagged entries: not reached.
+                None => self.route_cold_boxed(id),
+            },
+            WarmLease::Refused(e) => TenantRoute(RouteState::Refused(Some(e))),
+            WarmLease::Miss => self.route_cold_boxed(id),
         }
     }
 
-    /// The cached route, if this instance has one: a map lookup, as for `.db(name)`. The
-    /// name is not checked (an entry exists only for a checked one) and, with a prefix, is
-    /// put together on the stack (two `&str` joined: no UTF-8 check needed).
+    // Boxed (on the cold path only): its state, a read of the directory, would otherwise
+    // make every warm call's future that large, and moving it costly.
+    #[cold]
+    fn route_cold_boxed<'a>(&'a self, id: &'a str) -> TenantRoute<'a> {
+        TenantRoute(RouteState::Cold(Box::pin(async move {
+            let database = self.dir.database_of(id)?;
+            self.route_cold(id, &database).await
+        })))
+    }
+
+    /// The cached route, if this instance has one: a map lookup, as for `.db(name)`, then
+    /// the record's checks. The name is not checked (an entry exists only for a checked one)
+    /// and, with a prefix, is put together on the stack (two `&str` joined: no UTF-8 check
+    /// needed). Takes no reference count beyond the lease's: a route made into a model
+    /// handle costs what `.db(name)` does, plus the record's checks and one hit counted.
     #[inline]
-    fn route_warm(&self, id: &str) -> Option<RouteState<'static>> {
+    fn warm_lease(&self, id: &str) -> WarmLease {
         let prefix = self.dir.config.database_prefix.as_str();
         let mut joined = arrayvec::ArrayString::<WARM_NAME_BYTES>::new();
         let name = if prefix.is_empty() {
             id
         } else {
             // Too long for a database name: the cold path says why.
-            joined.try_push_str(prefix).ok()?;
-            joined.try_push_str(id).ok()?;
+            if joined.try_push_str(prefix).is_err() || joined.try_push_str(id).is_err() {
+                return WarmLease::Miss;
+            }
             joined.as_str()
         };
-        let lease = self.registry.lease_cached(name)?;
+        let Some(lease) = self.registry.lease_cached(name) else {
+            return WarmLease::Miss;
+        };
         // Only a route places a tagged entry, and only for the tenant whose database the
         // name is (the cold path refuses a record naming another database): the tag is
         // this tenant's record.
-        let tag = lease.entry.tag()?;
-        let record = tag.downcast_ref::<Routed>()?;
+        let Some(record) = lease
+            .entry
+            .tag()
+            .and_then(|tag| tag.downcast_ref::<Routed>())
+        else {
+            return WarmLease::Miss;
+        };
         debug_assert_eq!(record.info.id, id);
         if let Some(since) = self.dir.too_stale() {
-            return Some(RouteState::failed(
+            return WarmLease::Refused(Box::new(
                 TenantError::Stale {
                     tenant: id.to_owned(),
                     since,
@@ -709,14 +740,9 @@ impl Tenants {
         // One counter per route: the directory-wide hits are the clusters' sum.
         record.figures.hits.fetch_add(1, Ordering::Relaxed);
         if record.info.state != TenantState::Active {
-            return Some(RouteState::failed(refusal(&record.info)));
+            return WarmLease::Refused(Box::new(refusal(&record.info)));
         }
-        let routed = Arc::clone(tag).downcast::<Routed>().ok()?;
-        Some(RouteState::Warm(Some(Tenant {
-            lease,
-            routed,
-            registry: Arc::clone(&self.registry),
-        })))
+        WarmLease::Hit(lease)
     }
 
     async fn route_cold(&self, id: &str, database: &str) -> Result<Tenant> {
@@ -1019,6 +1045,21 @@ impl Tenants {
     }
 }
 
+// The directory, seen from model handles: `model.tenant(id)`.
+impl TenantRouter for Tenants {
+    #[inline]
+    fn warm(&self, id: &str) -> WarmLease {
+        self.warm_lease(id)
+    }
+
+    fn cold<'a>(&'a self, id: &'a str) -> ColdLease<'a> {
+        Box::pin(async move {
+            let database = self.dir.database_of(id)?;
+            Ok(self.route_cold(id, &database).await?.lease)
+        })
+    }
+}
+
 /// The routed tenant, or why it is not served.
 fn serving(t: Tenant) -> Result<Tenant> {
     match t.routed.info.state {
@@ -1063,16 +1104,10 @@ enum RouteState<'a> {
     Cold(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tenant>> + Send + 'a>>),
 }
 
-impl RouteState<'_> {
-    #[cold]
-    fn failed(e: Error) -> Self {
-        RouteState::Refused(Some(Box::new(e)))
-    }
-}
-
 impl TenantRoute<'_> {
+    #[cold]
     pub(crate) fn refused(e: Error) -> Self {
-        TenantRoute(RouteState::failed(e))
+        TenantRoute(RouteState::Refused(Some(Box::new(e))))
     }
 }
 
