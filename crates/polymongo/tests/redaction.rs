@@ -192,6 +192,7 @@ async fn every_output(case: &Case) -> Vec<(&'static str, String)> {
             Ok(poly) => {
                 out.push((place, format!("{:?}", poly.options())));
                 out.push((place, format!("{:?}", poly.stats().general())));
+                #[cfg(feature = "metrics")]
                 out.push((place, polymongo::metrics::render(&poly)));
                 poly.force_close_all().await;
             }
