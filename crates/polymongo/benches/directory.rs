@@ -410,6 +410,41 @@ impl Warm {
     }
 }
 
+impl Warm {
+    /// Median ns per call of variant `v` with `threads` OS threads calling at once, each over
+    /// its own share of the tenants (no two threads on one tenant): what shared state costs
+    /// when several cores route together (a counter or a lock every call touches).
+    fn time_threads(&self, v: usize, threads: usize, batches: usize) -> f64 {
+        let n = self.ids.len();
+        let mut per = Vec::with_capacity(batches);
+        for _ in 0..batches {
+            let start = std::sync::Barrier::new(threads);
+            let took: Vec<Duration> = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|k| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            let t = Instant::now();
+                            for i in (k..n).step_by(threads) {
+                                self.call(v, i);
+                            }
+                            t.elapsed()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("worker"))
+                    .collect()
+            });
+            let slowest = took.iter().max().copied().unwrap_or_default();
+            per.push(slowest.as_nanos() as f64 / (n / threads) as f64);
+        }
+        median(&mut per)
+    }
+}
+
 /// The loop callgrind counts (`--toggle-collect`): `calls` calls of one variant.
 #[inline(never)]
 fn callgrind_measured_loop(w: &Warm, v: usize, calls: usize) {
@@ -541,6 +576,22 @@ async fn part_warm(a: &Args) {
         after.cache_hits - before.cache_hits,
         after.cache_misses - before.cache_misses
     );
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get().max(2));
+    println!(
+        "{threads} threads at once, each over its own share of the tenants: median ns per call per thread over {} batches",
+        a.batches
+    );
+    println!("| variant | ns / call, 1 thread | ns / call, {threads} threads | ratio |");
+    println!("|---|---:|---:|---:|");
+    for v in [1, 2, 4] {
+        let together = w.time_threads(v, threads, a.batches);
+        let alone = timed[v].1;
+        println!(
+            "| {} | {alone:.1} | {together:.1} | {:.2} |",
+            variant_label(v),
+            together / alone
+        );
+    }
 
     if !a.callgrind {
         println!("callgrind: skipped (--no-callgrind)");

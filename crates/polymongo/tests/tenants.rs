@@ -1308,3 +1308,25 @@ async fn model_tenant_routes_a_model_to_the_tenants_cluster_and_refuses_as_the_r
     let e = plain.model::<Note>().tenant("on_a").await.unwrap_err();
     assert!(matches!(tenant_error(&e), TenantError::NoDirectory));
 }
+
+#[tokio::test]
+async fn a_routed_tenant_kept_past_its_manager_is_refused_as_closed() {
+    let f = fleet().await;
+    let poly = instance(&f, None, Duration::from_secs(3600)).await;
+    create_on(&poly.tenants().unwrap(), &[("kept", "cell_a")]).await;
+    let t = poly.tenant("kept").await.unwrap();
+    t.acquire::<Note>().await.unwrap();
+    drop(poly);
+    // The tenant holds its entry, not the manager: once the manager is gone (its background
+    // tasks end when they see it dropped), nothing may start.
+    let e = common::eventually(
+        "the manager's registry dropped",
+        Duration::from_secs(10),
+        || {
+            let t = &t;
+            async move { t.acquire::<Note>().await.err() }
+        },
+    )
+    .await;
+    assert!(matches!(e, Error::Closed), "{e}");
+}

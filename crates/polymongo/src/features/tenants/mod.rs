@@ -84,7 +84,7 @@ mod record;
 mod store;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -113,6 +113,7 @@ use crate::floor::config::Options;
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_database_name;
 use crate::floor::redact::redact_uri;
+use crate::floor::striped::StripedCounter;
 use crate::handle::model::{DbHandle, Model};
 use crate::handle::slot::ConnectionSlot;
 use crate::handle::tenant_route::{ColdLease, TenantRouter, WarmLease};
@@ -134,7 +135,8 @@ struct Cluster {
 /// Routing figures of one cluster (see [`ClusterRouting`]).
 #[derive(Default)]
 struct ClusterFigures {
-    hits: AtomicU64,
+    /// Counted by every warm route on every core: striped, so cores do not contend for it.
+    hits: StripedCounter,
     reads: AtomicU64,
     invalidations: AtomicU64,
 }
@@ -159,12 +161,18 @@ pub struct ClusterRouting {
 pub(crate) struct Routed {
     info: TenantInfo,
     figures: Arc<ClusterFigures>,
+    /// For [`Tenant::acquire`]: a routed tenant carries no strong reference to the registry,
+    /// so a warm route counts no reference every core shares.
+    registry: Weak<Registry>,
 }
 
 /// The directory of one manager: its clusters, its control store, its shared cold reads.
 pub(crate) struct Directory {
     config: DirectoryConfig,
     clusters: BTreeMap<String, Cluster>,
+    /// The registry the directory places entries in, for the records it puts there (a
+    /// `Weak`: the registry holds the records).
+    registry: Weak<Registry>,
     /// Cold reads in flight, by tenant: concurrent first uses wait for one read. An entry
     /// lives while a caller waits on it (see [`InFlight`]).
     reading: DashMap<Box<str>, Arc<OnceCell<Arc<Routed>>>>,
@@ -228,7 +236,7 @@ impl Directory {
     pub(crate) async fn build(
         options: &Options,
         env: &PoolEnv,
-        registry: &Registry,
+        registry: &Arc<Registry>,
     ) -> Result<Option<Arc<Directory>>> {
         let Some(config) = options.directory.clone() else {
             return Ok(None);
@@ -283,6 +291,7 @@ impl Directory {
         Ok(Some(Arc::new(Directory {
             config,
             clusters,
+            registry: Arc::downgrade(registry),
             reading: DashMap::new(),
             indexes: OnceCell::new(),
             changed: Notify::new(),
@@ -416,7 +425,11 @@ impl Directory {
             .get(&info.cluster)
             .map(|c| Arc::clone(&c.figures))
             .unwrap_or_default();
-        Arc::new(Routed { info, figures })
+        Arc::new(Routed {
+            info,
+            figures,
+            registry: Weak::clone(&self.registry),
+        })
     }
 }
 
@@ -450,7 +463,6 @@ impl Drop for InFlight<'_> {
 pub struct Tenant {
     lease: DbLease,
     routed: Arc<Routed>,
-    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -486,10 +498,12 @@ impl Tenant {
     /// tenant's cluster whatever the directory does meanwhile.
     ///
     /// # Errors
-    /// As [`ModelHandle::acquire`](crate::ModelHandle::acquire).
+    /// As [`ModelHandle::acquire`](crate::ModelHandle::acquire), and [`Error::Closed`] once
+    /// the manager that routed the tenant is dropped.
     pub async fn acquire<T: Model>(&self) -> Result<DbHandle<T>> {
+        let registry = self.routed.registry.upgrade().ok_or(Error::Closed)?;
         let handle = crate::handle::model::ModelHandle::<T>::on_lease(self.lease.clone())?;
-        crate::handle::model::ModelHandle::<T>::ready(&self.registry, handle).await
+        crate::handle::model::ModelHandle::<T>::ready(&registry, handle).await
     }
 
     /// A place in the tenant's cluster pool, waited for up to `wait`, as
@@ -588,7 +602,7 @@ impl Tenants {
                 .dir
                 .clusters
                 .values()
-                .map(|c| c.figures.hits.load(Ordering::Relaxed))
+                .map(|c| c.figures.hits.get())
                 .sum(),
             cache_misses: f.reads.load(Ordering::Relaxed),
             invalidations: f.invalidations.load(Ordering::Relaxed),
@@ -609,7 +623,7 @@ impl Tenants {
             .iter()
             .map(|(name, c)| ClusterRouting {
                 cluster: name.clone(),
-                cache_hits: c.figures.hits.load(Ordering::Relaxed),
+                cache_hits: c.figures.hits.get(),
                 cache_misses: c.figures.reads.load(Ordering::Relaxed),
                 invalidations: c.figures.invalidations.load(Ordering::Relaxed),
             })
@@ -673,11 +687,7 @@ impl Tenants {
         // hands it over. Cold, it is a read of the directory.
         match self.warm_lease(id) {
             WarmLease::Hit(lease) => match record_of(&lease) {
-                Some(routed) => TenantRoute(RouteState::Warm(Some(Tenant {
-                    lease,
-                    routed,
-                    registry: Arc::clone(&self.registry),
-                }))),
+                Some(routed) => TenantRoute(RouteState::Warm(Some(Tenant { lease, routed }))),
                 // `warm_lease` hits only tagged entries: not reached.
                 None => self.route_cold_boxed(id),
             },
@@ -738,7 +748,7 @@ impl Tenants {
             ));
         }
         // One counter per route: the directory-wide hits are the clusters' sum.
-        record.figures.hits.fetch_add(1, Ordering::Relaxed);
+        record.figures.hits.add(1);
         if record.info.state != TenantState::Active {
             return WarmLease::Refused(Box::new(refusal(&record.info)));
         }
@@ -791,7 +801,6 @@ impl Tenants {
                     return serving(Tenant {
                         lease,
                         routed: cached,
-                        registry: Arc::clone(&self.registry),
                     });
                 }
             }
@@ -799,11 +808,7 @@ impl Tenants {
         let pool = self.dir.pool_of(&routed.info.cluster)?;
         let tag: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&routed) as _;
         let lease = self.registry.place(database, pool, tag)?;
-        serving(Tenant {
-            lease,
-            routed,
-            registry: Arc::clone(&self.registry),
-        })
+        serving(Tenant { lease, routed })
     }
 
     /// Creates tenant `id`: chooses its cluster by the placement (capacities respected),
