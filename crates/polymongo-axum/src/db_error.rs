@@ -28,7 +28,9 @@ use crate::answer::Answer;
 /// a retryable error in a later operation must not pass that error on with `?`: the client
 /// would be told to retry a request that was half applied.
 ///
-/// The error itself is logged at `warn` (the library's `Display` redacts passwords).
+/// The error itself is logged at `warn` as [`Error::redacted`](polymongo::Error::redacted)
+/// prints it: without passwords, and without the values a server quotes from documents (a
+/// duplicate key's).
 #[derive(Debug)]
 pub struct DbError(pub polymongo::Error);
 
@@ -84,7 +86,7 @@ impl DbError {
 impl IntoResponse for DbError {
     fn into_response(self) -> Response {
         let answer = self.answer();
-        tracing::warn!(error = %self.0, status = answer.status().as_u16(), "database error answered");
+        tracing::warn!(error = %self.0.redacted(), status = answer.status().as_u16(), "database error answered");
         answer.respond(answer.message().to_owned())
     }
 }
@@ -203,5 +205,51 @@ mod tests {
         let e = DbError::from(polymongo::mongodb::error::Error::from(DriverKind::Shutdown));
         assert_eq!(e.answer(), Answer::ShuttingDown);
         assert!(e.answer().may_retry());
+    }
+
+    #[test]
+    fn a_duplicate_key_is_logged_without_the_values_it_quotes() {
+        use std::sync::{Arc, Mutex};
+        const VALUE: &str = "tok-Secr3t";
+        let write: polymongo::mongodb::error::WriteError = polymongo::mongodb::bson::from_document(
+            polymongo::mongodb::bson::doc! {
+                "code": 11000,
+                "codeName": "DuplicateKey",
+                "errmsg": format!("E11000 duplicate key error collection: a.b index: token_1 dup key: {{ token: \"{VALUE}\" }}"),
+            },
+        )
+        .unwrap();
+        let e = DbError::from(polymongo::mongodb::error::Error::from(DriverKind::Write(
+            WriteFailure::WriteError(write),
+        )));
+        assert!(e.to_string().contains(VALUE), "the premise: {e}");
+
+        let logged: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = Arc::clone(&logged);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .with_ansi(false)
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || e.into_response());
+        assert_eq!(response.status(), axum::http::StatusCode::CONFLICT);
+        let logged = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("database error answered"), "{logged}");
+        assert!(
+            logged.contains("write error 11000 (DuplicateKey)"),
+            "{logged}"
+        );
+        assert!(!logged.contains(VALUE), "{logged}");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

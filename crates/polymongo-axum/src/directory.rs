@@ -56,17 +56,17 @@ pub(crate) fn from_directory(e: polymongo::Error, source: &str) -> TenantError {
         }
         // Nothing was sent: the instance lost touch with the directory past its bound.
         DirectoryError::Stale { .. } => {
-            tracing::warn!(error = %e, "tenant refused: the directory has not been read for too long");
+            tracing::warn!(error = %e.redacted(), "tenant refused: the directory has not been read for too long");
             TenantError::Unavailable
         }
         DirectoryError::InvalidRecord { tenant, .. } => {
-            tracing::error!(error = %e, "tenant directory entry is invalid; the tenant is not served");
+            tracing::error!(error = %e.redacted(), "tenant directory entry is invalid; the tenant is not served");
             TenantError::InvalidRecord {
                 tenant: tenant.clone(),
             }
         }
         _ => {
-            tracing::error!(error = %e, "the tenant directory does not match this service");
+            tracing::error!(error = %e.redacted(), "the tenant directory does not match this service");
             TenantError::DirectoryMismatch
         }
     }
@@ -82,7 +82,7 @@ fn from_read(e: polymongo::Error) -> TenantError {
         _ if is_shutdown(&e) => TenantError::ShuttingDown,
         K::Saturated | K::PoolExhausted => TenantError::Busy,
         _ => {
-            tracing::warn!(error = %e, "tenant directory could not be read");
+            tracing::warn!(error = %e.redacted(), "tenant directory could not be read");
             TenantError::Directory {
                 answer: DbError(e).answer(),
             }

@@ -234,7 +234,7 @@ impl TenantError {
             _ if is_shutdown(e) => TenantError::ShuttingDown,
             K::Saturated | K::PoolExhausted => TenantError::Busy,
             _ => {
-                tracing::warn!(error = %e, "tenant database could not be prepared");
+                tracing::warn!(error = %e.redacted(), "tenant database could not be prepared");
                 TenantError::Unavailable
             }
         }

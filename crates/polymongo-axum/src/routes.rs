@@ -90,7 +90,7 @@ async fn health_handler(axum::extract::State(poly): axum::extract::State<PolyMon
             Ok(Ok(rtt)) => (None, Some(rtt.as_secs_f64() * 1000.0)),
             Ok(Err(e)) if e.kind() == polymongo::ErrorKind::Closed => (Some("closed"), None),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "health ping failed");
+                tracing::warn!(error = %e.redacted(), "health ping failed");
                 (Some("ping_failed"), None)
             }
             Err(_) => (Some("timeout"), None),

@@ -143,6 +143,7 @@ pub use floor::name::{
     RESERVED_COLLECTION_PREFIX,
 };
 pub use floor::redact::{redact_config_error, redact_uri};
+pub use floor::redacted_error::RedactedError;
 pub use floor::tenant_config::{ClusterConfig, DirectoryConfig};
 pub use handle::model::{DbHandle, Model, ModelHandle};
 pub use handle::slot::ConnectionSlot;

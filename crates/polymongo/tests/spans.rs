@@ -36,6 +36,15 @@ impl Model for Keyed {
     const COLLECTION: &'static str = "keyed";
 }
 
+/// A document whose `_id` is a string, to see a duplicate key quote it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Token {
+    _id: String,
+}
+impl Model for Token {
+    const COLLECTION: &'static str = "tokens";
+}
+
 /// One span as a subscriber saw it: its name and every field recorded on it, at its creation
 /// or later.
 #[derive(Clone, Debug)]
@@ -387,6 +396,61 @@ async fn no_span_field_or_event_shows_the_uris_password() {
             assert!(
                 !value.contains(SECRET),
                 "event field {key} shows it: {value}"
+            );
+        }
+    }
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn no_span_field_or_event_quotes_a_duplicate_keys_value() {
+    const VALUE: &str = "tok-Qv7xS3cret";
+    let (spans, _guard) = Spans::listen();
+    let server = server().await;
+    let poly = common::manager(&server, 2).await;
+    let h = poly.model::<Token>().db("spans_values").unwrap();
+    h.run(|c| c.insert_one(Token { _id: VALUE.into() }))
+        .await
+        .unwrap();
+    let err = h
+        .run(|c| c.insert_one(Token { _id: VALUE.into() }))
+        .await
+        .unwrap_err();
+    // The server's message (which mongod makes `E11000 … dup key: { _id: "tok-…" }`) is the
+    // caller's, in the error's `Display` (as the driver prints it); the log leaves it out, whatever it says.
+    let message = match err.driver_error().map(|e| &*e.kind) {
+        Some(mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w))) => {
+            w.message.clone()
+        }
+        other => panic!("not a write error: {other:?}"),
+    };
+    assert!(!message.is_empty());
+    let redacted = err.redacted().to_string();
+    assert!(!redacted.contains(&message), "{redacted}");
+    assert!(!redacted.contains(VALUE), "{redacted}");
+    assert!(redacted.contains("write error 11000"), "{redacted}");
+
+    let events = spans.events.lock().unwrap().clone();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.get("message").map(String::as_str) == Some("operation failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0].get("error"), Some(&redacted), "{failed:?}");
+    for event in &events {
+        for (key, value) in event {
+            assert!(
+                !value.contains(VALUE) && !value.contains(&message),
+                "event field {key} quotes the server: {value}"
+            );
+        }
+    }
+    for seen in spans.seen.lock().unwrap().iter() {
+        for (key, value) in &seen.fields {
+            assert!(
+                !value.contains(VALUE) && !value.contains(&message),
+                "{key} of {} quotes the server: {value}",
+                seen.name
             );
         }
     }

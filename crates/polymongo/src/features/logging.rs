@@ -3,7 +3,9 @@
 //! (5 MB × 5 by default, as the npm package's Winston set-up).
 //!
 //! The library itself only emits `tracing` events (lifecycle, pools, errors; URIs always with
-//! their password redacted); applications with their own subscriber need none of this.
+//! their password redacted, errors as [`Error::redacted`](crate::Error::redacted) prints them,
+//! without the document values a server quotes); applications with their own subscriber need
+//! none of this.
 //!
 //! ```no_run
 //! polymongo::logging::init(polymongo::logging::LogOptions {

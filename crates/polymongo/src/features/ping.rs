@@ -28,12 +28,12 @@ pub(crate) async fn ping(registry: &Registry, retry: RetryOptions, name: &str) -
             Err(e) => {
                 let err = Error::from_driver(e, slot.pool.label());
                 if attempt >= retry.attempts || !err.is_retryable() {
-                    tracing::warn!(database = name, error = %err, attempt, "ping failed");
+                    tracing::warn!(database = name, error = %err.redacted(), attempt, "ping failed");
                     slot.pool.report_error(Some(name), err.to_string());
                     return Err(err);
                 }
                 let pause = retry.pause_after(attempt);
-                tracing::warn!(database = name, error = %err, attempt, of = retry.attempts, ?pause, "ping failed; retrying");
+                tracing::warn!(database = name, error = %err.redacted(), attempt, of = retry.attempts, ?pause, "ping failed; retrying");
                 slot.pool.report_error(
                     Some(name),
                     format!(

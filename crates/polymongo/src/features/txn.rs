@@ -255,7 +255,7 @@ impl Transaction<'_> {
             Ok(Err(e)) => {
                 let e = classify(e, &cluster);
                 trace::record_error(&span, &e);
-                tracing::debug!(parent: &span, error = %e, "transaction aborted");
+                tracing::debug!(parent: &span, error = %e.redacted(), "transaction aborted");
                 Err(e)
             }
             Err(_) => {

@@ -201,6 +201,18 @@ impl ImportReport {
 
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_summary(f)?;
+        if let Some(message) = self.stopped.as_ref().map(|s| &s.message) {
+            write!(f, ": {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ImportReport {
+    /// The counts, and where the import stopped if it did, without the stop's message (it
+    /// can quote a server's).
+    pub(crate) fn write_summary(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{} documents written to {:?} in {} collections, {} failures",
@@ -214,7 +226,6 @@ impl fmt::Display for ImportReport {
             if let Some(line) = s.line {
                 write!(f, " at line {line}")?;
             }
-            write!(f, ": {}", s.message)?;
         }
         Ok(())
     }

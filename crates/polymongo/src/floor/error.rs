@@ -19,6 +19,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong in polymongo.
 ///
+/// `Display` prints the whole error, the driver's and the server's text included, which can
+/// quote document values (a duplicate key names the key's values). To log an error where
+/// those must not go, print [`Error::redacted`]: the library's own log events do.
+///
 /// # Retrying
 ///
 /// [`Error::is_retryable`] says `true` only when doing the same thing again is safe: nothing was
@@ -358,6 +362,20 @@ impl Error {
             Error::WriteInterrupted { .. } => true,
             _ => false,
         }
+    }
+
+    /// This error as the library's own log events print it: without the values a server
+    /// quotes from documents (a duplicate key's values, a failed validation's fields, a value
+    /// that could not be decoded), which [`Display`](std::fmt::Display) keeps for the caller.
+    /// Driver errors about the network, the pool, the session or the deployment keep their
+    /// text; any other is named by its server code and code name only.
+    ///
+    /// ```
+    /// let e = polymongo::Error::Closed;
+    /// assert_eq!(e.redacted().to_string(), e.to_string());
+    /// ```
+    pub fn redacted(&self) -> crate::floor::redacted_error::RedactedError<'_> {
+        crate::floor::redacted_error::RedactedError(self)
     }
 
     /// The driver's error, when this error came from the driver.

@@ -10,6 +10,7 @@ pub(crate) mod error;
 pub(crate) mod migration_error;
 pub(crate) mod name;
 pub(crate) mod redact;
+pub(crate) mod redacted_error;
 pub(crate) mod striped;
 pub(crate) mod tenant_config;
 pub(crate) mod tenant_error;

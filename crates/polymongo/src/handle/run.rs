@@ -184,7 +184,7 @@ impl<T: Send + Sync> DbHandle<T> {
             };
             let e = Error::from_driver_op(e, entry.pool.label(), kind);
             trace::record_error(&span, &e);
-            tracing::debug!(parent: &span, error = %e, "operation failed");
+            tracing::debug!(parent: &span, error = %e.redacted(), "operation failed");
             e
         })
     }

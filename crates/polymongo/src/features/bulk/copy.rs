@@ -247,7 +247,7 @@ impl Copier<'_> {
             .aggregate(pipeline)
             .await;
         if let Err(e) = cursor {
-            tracing::debug!(collection = name, error = %e, "server-side copy refused; streaming instead");
+            tracing::debug!(collection = name, error = %crate::floor::redacted_error::driver(&e), "server-side copy refused; streaming instead");
             return false;
         }
         match self
@@ -265,7 +265,7 @@ impl Copier<'_> {
                 true
             }
             Err(e) => {
-                tracing::debug!(collection = name, error = %e, "counting after $out failed");
+                tracing::debug!(collection = name, error = %crate::floor::redacted_error::driver(&e), "counting after $out failed");
                 true
             }
         }

@@ -134,7 +134,7 @@ where
             Ok(report)
         }
         Err(Stopped) => {
-            tracing::warn!(database = db, %report, "import stopped");
+            tracing::warn!(database = db, report = %crate::floor::redacted_error::import_report(&report), "import stopped");
             Err(Error::Import(Box::new(report)))
         }
     }

@@ -259,17 +259,31 @@ impl DbOutcome {
 
     /// What went wrong, if it did: the failed version and step, or the error.
     pub fn problem(&self) -> Option<String> {
+        self.describe_problem(false)
+    }
+
+    /// [`problem`](Self::problem) as a log line prints it: without the step's error or the
+    /// error's document values (see [`Error::redacted`](crate::Error::redacted)).
+    fn logged_problem(&self) -> Option<String> {
+        self.describe_problem(true)
+    }
+
+    fn describe_problem(&self, redacted: bool) -> Option<String> {
         match &self.result {
+            Err(e) if redacted => Some(e.redacted().to_string()),
             Err(e) => Some(e.to_string()),
             Ok(r) => r.failed.as_ref().map(|f| {
-                format!(
-                    "migration {} ({}) failed at {}step {}: {}",
+                let mut line = format!(
+                    "migration {} ({}) failed at {}step {}",
                     f.version,
                     f.name,
                     if f.rolling_back { "down " } else { "" },
                     f.step,
-                    f.error
-                )
+                );
+                if !redacted {
+                    line = format!("{line}: {}", f.error);
+                }
+                line
             }),
         }
     }
@@ -748,7 +762,7 @@ impl Tracker<'_> {
         let failed = if ok {
             self.failed.load(Ordering::SeqCst)
         } else {
-            if let Some(problem) = outcome.problem() {
+            if let Some(problem) = outcome.logged_problem() {
                 tracing::warn!(database = %outcome.database, %problem, "fleet migration: database failed");
             }
             self.failed.fetch_add(1, Ordering::SeqCst) + 1

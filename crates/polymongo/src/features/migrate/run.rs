@@ -413,7 +413,7 @@ impl Runner {
             }
         }
         if let Err(e) = self.lock.release().await {
-            tracing::warn!(database = db.name(), error = %e, "migration lock not released; it expires");
+            tracing::warn!(database = db.name(), error = %e.redacted(), "migration lock not released; it expires");
         }
         drop(lease);
         result

@@ -1192,7 +1192,7 @@ pub(crate) fn spawn_refresher(
                     dir.fresh_at_ms.fetch_max(started, Ordering::Relaxed);
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "directory refresh failed; next one retries");
+                    tracing::debug!(error = %e.redacted(), "directory refresh failed; next one retries");
                 }
                 Err(_) => {
                     tracing::debug!(?limit, "directory refresh took too long; next one retries");
@@ -1238,7 +1238,7 @@ pub(crate) fn spawn_watcher(
                                     dir.changed.notify_one();
                                 }
                                 Some(Err(e)) => {
-                                    tracing::debug!(error = %e, "directory change stream broke; polling meanwhile");
+                                    tracing::debug!(error = %crate::floor::redacted_error::driver(&e), "directory change stream broke; polling meanwhile");
                                     break;
                                 }
                                 None => break,
@@ -1248,7 +1248,7 @@ pub(crate) fn spawn_watcher(
                     dir.figures.stream_up.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "no change stream on the directory; polling only");
+                    tracing::debug!(error = %e.redacted(), "no change stream on the directory; polling only");
                 }
             }
             tokio::select! {
