@@ -297,6 +297,125 @@ async fn histogram_series_stay_bounded_past_the_shown_databases() {
     poly.close_all(Duration::from_secs(5)).await;
 }
 
+/// Whether `name` is a counter's sample: a `_total`, or a histogram's `_bucket`, `_sum`,
+/// `_count`.
+fn is_counter(name: &str) -> bool {
+    ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+#[tokio::test]
+async fn a_database_entering_the_busiest_leaves_every_series_a_counter() {
+    let server = common::server().await;
+    let poly = common::manager(&server, 4).await;
+    let items = poly.model::<Item>();
+    let find = |db: String| {
+        let h = items.db(&db).unwrap();
+        async move { h.run(|c| c.find_one(doc! {})).await.unwrap() }
+    };
+    let insert = |db: &str| {
+        let h = items.db(db).unwrap();
+        async move { h.run(|c| c.insert_one(Item { n: 1 })).await.unwrap() }
+    };
+    let mut done = 0u64;
+    // The busiest: 50 databases of 4 finds each; in the rest, 5 quiet ones and a newcomer
+    // whose operations are inserts.
+    for i in 0..MAX_METRIC_DATABASES {
+        for _ in 0..4 {
+            find(format!("enter_busy_{i:02}")).await;
+            done += 1;
+        }
+    }
+    for i in 0..5 {
+        find(format!("enter_quiet_{i}")).await;
+        done += 1;
+    }
+    for _ in 0..3 {
+        insert("enter_new").await;
+        done += 1;
+    }
+    let first = parse(&render(&poly));
+    let shows = |samples: &[Sample], db: &str| {
+        samples
+            .iter()
+            .any(|s| s.labels.get("database").is_some_and(|d| d == db))
+    };
+    assert!(!shows(&first, "enter_new"));
+    let rest_inserts = |samples: &[Sample]| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == "polymongo_db_commands_total"
+                    && s.labels["database"] == polymongo::OTHER_DATABASES
+                    && s.labels["command"] == "insert"
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(rest_inserts(&first), Some(3.0));
+
+    // The newcomer becomes the busiest: it is shown, and one of the 50 leaves.
+    for _ in 0..3 {
+        insert("enter_new").await;
+        done += 1;
+    }
+    let second = parse(&render(&poly));
+    assert!(shows(&second, "enter_new"));
+    // Its inserts before it was shown (all 6) stay in the rest: the rest's insert counter
+    // does not drop to 0 (which Prometheus would read as a restart, counting them twice).
+    assert_eq!(rest_inserts(&second), Some(6.0));
+    for before in first.iter().filter(|s| is_counter(&s.name)) {
+        let now = second
+            .iter()
+            .find(|s| s.name == before.name && s.labels == before.labels);
+        match now {
+            Some(now) => assert!(
+                now.value >= before.value,
+                "{} {:?} went down: {} -> {}",
+                before.name,
+                before.labels,
+                before.value,
+                now.value
+            ),
+            // Only a database no longer shown loses its series.
+            None => assert!(
+                before
+                    .labels
+                    .get("database")
+                    .is_some_and(|d| d.starts_with("enter_busy_")),
+                "{} {:?} is gone",
+                before.name,
+                before.labels
+            ),
+        }
+    }
+    // Every operation is counted once over the family (counted here, independently).
+    assert_eq!(
+        total(&[&second], "polymongo_db_commands_total"),
+        done as f64
+    );
+    assert_eq!(total(&[&second], &format!("{LATENCY}_count")), done as f64);
+
+    // From then on its own series counts what it does.
+    for _ in 0..2 {
+        insert("enter_new").await;
+        done += 1;
+    }
+    let third = parse(&render(&poly));
+    let its_inserts = third
+        .iter()
+        .find(|s| {
+            s.name == "polymongo_db_commands_total"
+                && s.labels["database"] == "enter_new"
+                && s.labels["command"] == "insert"
+        })
+        .map(|s| s.value);
+    assert_eq!(its_inserts, Some(2.0));
+    assert_eq!(rest_inserts(&third), Some(6.0));
+    assert_eq!(total(&[&third], "polymongo_db_commands_total"), done as f64);
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn waits_for_a_one_connection_pool_are_observed_once_each() {
     let server = common::server().await;

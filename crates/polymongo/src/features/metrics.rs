@@ -9,7 +9,17 @@
 //! pools with an open client (the main pool always; at most the clusters in use plus
 //! `max_dedicated_pools` dedicated pools), the manager-wide gauges sum every pool, and
 //! per-database usage series exist only for the [`MAX_METRIC_DATABASES`] busiest databases of
-//! the last minute or two; everything else is summed under [`OTHER_DATABASES`].
+//! the last minute or two; everything else is summed under
+//! [`OTHER_DATABASES`](crate::OTHER_DATABASES).
+//!
+//! **Every per-database series is a counter that never goes down.** A database's series
+//! counts from the scrape that first shows it (what it counted before stays in
+//! `(other databases)`), and when it drops out of the busiest, what its series counted goes
+//! back into `(other databases)`. So a database entering the busiest takes nothing out of
+//! the rest, and `rate()` of any series, or a sum of rates over the family, counts every
+//! operation once. A database's series therefore says what it did since it was shown, not
+//! since it was cached ([`Stats::usage`](crate::Stats::usage) has that); a database shown
+//! again after a gap starts again from zero, which Prometheus reads as a restart.
 //!
 //! **Histograms.** Operation latency per database
 //! (`polymongo_db_command_duration_seconds`) and the time operations waited in a pool's wait
@@ -31,7 +41,6 @@ use crate::features::migrate::MigrationStats;
 use crate::features::stats::{PoolInfo, Stats};
 use crate::features::tenants::Tenants;
 use crate::pool::histogram::{DurationHistogram, DURATION_BUCKETS};
-use crate::registry::usage::{TopBy, UsageStats, OTHER_DATABASES};
 
 /// What the exposition reads from the manager. The facade implements it for
 /// [`PolyMongo`](crate::PolyMongo), so this layer reads the manager without importing it.
@@ -462,29 +471,11 @@ fn expose_stats(x: &mut dyn Exposition, stats: &Stats<'_>) -> fmt::Result {
         },
     )?;
 
-    let Some(total) = stats.total_usage() else {
+    // The busiest databases, each counted from when it was first shown, and the rest: every
+    // series a counter that never goes down (see `registry::metric_rows`).
+    let shown = stats.metric_rows(MAX_METRIC_DATABASES);
+    if shown.is_empty() && stats.total_usage().is_none() {
         return Ok(());
-    };
-    let mut shown = stats.top_databases(MAX_METRIC_DATABASES, TopBy::Operations);
-    // Everything not shown, so each family sums to the manager's total.
-    let mut rest = UsageStats {
-        database: OTHER_DATABASES.to_owned(),
-        ..total
-    };
-    for u in &shown {
-        rest.operations = rest.operations.saturating_sub(u.operations);
-        rest.errors = rest.errors.saturating_sub(u.errors);
-        rest.total_time_us = rest.total_time_us.saturating_sub(u.total_time_us);
-        rest.latency = rest.latency.saturating_sub(&u.latency);
-        for (k, v) in &u.by_command {
-            if let Some(r) = rest.by_command.get_mut(k) {
-                *r = r.saturating_sub(*v);
-            }
-        }
-    }
-    rest.by_command.retain(|_, v| *v > 0);
-    if rest.operations > 0 {
-        shown.push(rest);
     }
     // About 90 bytes a line: the histogram's lines and the other families' few.
     x.reserve(shown.len() * (HISTOGRAM_SERIES + 6) * 90);

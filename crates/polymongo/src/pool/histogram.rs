@@ -115,6 +115,14 @@ impl DurationHistogram {
             sum_us: self.sum_us.saturating_sub(other.sum_us),
         }
     }
+
+    /// Bucket by bucket the larger of `self` and `other`.
+    pub(crate) fn max_with(&self, other: &Self) -> Self {
+        Self {
+            counts: std::array::from_fn(|i| self.counts[i].max(other.counts[i])),
+            sum_us: self.sum_us.max(other.sum_us),
+        }
+    }
 }
 
 /// A [`DurationHistogram`] counted with atomics: a clock read and two relaxed adds per

@@ -20,6 +20,7 @@ pub(crate) mod entry;
 pub(crate) mod eviction;
 pub(crate) mod first_use;
 pub(crate) mod gate;
+pub(crate) mod metric_rows;
 pub(crate) mod routes;
 pub(crate) mod usage;
 

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 pub use crate::floor::config::UsageAnalytics;
 use crate::pool::histogram::{bucket, DurationHistogram, DURATION_BUCKETS};
+use crate::registry::metric_rows::MetricRows;
 
 /// The name under which figures of databases no longer cached (and, with the commands
 /// source, of commands on databases never cached) are summed.
@@ -285,7 +286,7 @@ impl DbUsage {
 /// again from zero; its earlier totals are in [`OTHER_DATABASES`]). Percentiles come from a
 /// histogram with one bucket per power of two of microseconds: each is the upper bound of its
 /// bucket, never below the true value and less than twice it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct UsageStats {
     /// The database (or [`OTHER_DATABASES`]).
@@ -345,6 +346,8 @@ pub(crate) struct Usage {
     threshold: AtomicU64,
     other: DbUsage,
     total: DbUsage,
+    /// The metrics' rows: baselines of the databases shown at the last scrape.
+    metric_rows: MetricRows,
 }
 
 impl Usage {
@@ -356,6 +359,7 @@ impl Usage {
             threshold: AtomicU64::new(0),
             other: DbUsage::new(OTHER_DATABASES),
             total: DbUsage::new("(all databases)"),
+            metric_rows: MetricRows::default(),
         }
     }
 
@@ -476,6 +480,15 @@ impl Usage {
     /// Figures of every database, summed.
     pub(crate) fn total_stats(&self) -> UsageStats {
         self.total.snapshot(self.window())
+    }
+
+    /// The metrics' rows: the `n` busiest databases, each counted from when the metrics
+    /// first showed it, then the rest (see [`MetricRows`]).
+    pub(crate) fn metric_rows(&self, n: usize) -> Vec<UsageStats> {
+        let busiest = self.top(n, TopBy::Operations);
+        // Read after the rows: the total is then rather ahead of them than behind.
+        let total = self.total_stats();
+        self.metric_rows.rows(busiest, total)
     }
 
     /// The `n` busiest databases on the board now. Ranked on the two recent counters first,

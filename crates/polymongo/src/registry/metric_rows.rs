@@ -1,0 +1,259 @@
+//! The per-database rows of the usage metrics, kept counters: no series ever goes down
+//! between two scrapes.
+//!
+//! The metrics show the busiest databases of the moment, each in its own series, and sum the
+//! rest under [`OTHER_DATABASES`]. Done naively (each row the database's totals, the rest the
+//! manager's total minus them), a database entering the busiest would take its totals out of
+//! the rest at once: the rest's counters would drop, and Prometheus reads a counter that
+//! drops as a restart from zero, so `rate()` over the rest (and any sum of rates over the
+//! family) would count that database's history a second time.
+//!
+//! So a database's series counts from the moment it is first shown: its totals then are its
+//! baseline, and stay in the rest (at the first scrape there is no rest shown yet, and the
+//! databases shown then count their whole totals). While it stays shown, its series is its totals minus that
+//! baseline; when it leaves, what its series counted goes back into the rest. Both only ever
+//! add to the rest. One baseline per shown database, replaced at every scrape: at most as
+//! many as the rows shown. The rest is also never shown below what it was last shown, so two
+//! counters read a moment apart (a database's and the manager's, by an operation finishing
+//! between them) cannot make it dip.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::registry::usage::{UsageStats, OTHER_DATABASES};
+
+/// The baselines of the databases shown at the last scrape, and the rest as it was shown.
+#[derive(Default)]
+pub(crate) struct MetricRows {
+    state: Mutex<Shown>,
+}
+
+#[derive(Default)]
+struct Shown {
+    baselines: HashMap<String, UsageStats>,
+    rest: Option<UsageStats>,
+}
+
+impl MetricRows {
+    /// The rows to show: `busiest` (each database's totals now) counted from when each was
+    /// first shown, then the rest of `total` under [`OTHER_DATABASES`] (when anything is in
+    /// it). Every row's counters are at least what they were at the previous call, unless
+    /// the database's own totals started again (it was forgotten and came back: its series
+    /// starts again too).
+    pub(crate) fn rows(&self, busiest: Vec<UsageStats>, total: UsageStats) -> Vec<UsageStats> {
+        let mut shown = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut baselines = HashMap::with_capacity(busiest.len());
+        let mut rows = Vec::with_capacity(busiest.len() + 1);
+        for now in busiest {
+            let base = match shown.baselines.remove(&now.database) {
+                Some(base) if !went_back(&now, &base) => base,
+                // Its totals started again: its earlier ones are in the total's rest.
+                Some(_) => zero(&now.database),
+                // First shown at the first scrape: there is no rest shown yet to keep from
+                // going down, so the whole of its totals.
+                None if shown.rest.is_none() => zero(&now.database),
+                // First shown later: what it counted until now stays in the rest.
+                None => now.clone(),
+            };
+            rows.push(minus(&now, &base));
+            baselines.insert(now.database.clone(), base);
+        }
+        let mut rest = UsageStats {
+            database: OTHER_DATABASES.to_owned(),
+            ..total
+        };
+        for row in &rows {
+            rest = minus(&rest, row);
+        }
+        if let Some(before) = &shown.rest {
+            at_least(&mut rest, before);
+        }
+        shown.baselines = baselines;
+        shown.rest = Some(rest.clone());
+        if rest.operations > 0 {
+            rows.push(rest);
+        }
+        rows
+    }
+}
+
+/// Whether a counter of `now` is below `base`'s: the database's totals started again.
+fn went_back(now: &UsageStats, base: &UsageStats) -> bool {
+    now.operations < base.operations
+        || now.errors < base.errors
+        || now.total_time_us < base.total_time_us
+        || now.latency.count() < base.latency.count()
+}
+
+/// A database's figures before its first operation.
+fn zero(database: &str) -> UsageStats {
+    UsageStats {
+        database: database.to_owned(),
+        ..UsageStats::default()
+    }
+}
+
+/// `a`'s counters minus `b`'s (the exported ones: operations by command, errors, time,
+/// latency); its other fields as `a` has them.
+fn minus(a: &UsageStats, b: &UsageStats) -> UsageStats {
+    let mut out = a.clone();
+    out.operations = a.operations.saturating_sub(b.operations);
+    out.errors = a.errors.saturating_sub(b.errors);
+    out.total_time_us = a.total_time_us.saturating_sub(b.total_time_us);
+    out.latency = a.latency.saturating_sub(&b.latency);
+    for (command, n) in &mut out.by_command {
+        *n = n.saturating_sub(b.by_command.get(command).copied().unwrap_or(0));
+    }
+    out.by_command.retain(|_, n| *n > 0);
+    out
+}
+
+/// Raises each exported counter of `rest` to `floor`'s where it is below.
+fn at_least(rest: &mut UsageStats, floor: &UsageStats) {
+    rest.operations = rest.operations.max(floor.operations);
+    rest.errors = rest.errors.max(floor.errors);
+    rest.total_time_us = rest.total_time_us.max(floor.total_time_us);
+    rest.latency = rest.latency.max_with(&floor.latency);
+    for (command, n) in &floor.by_command {
+        let mine = rest.by_command.entry(command.clone()).or_insert(0);
+        *mine = (*mine).max(*n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(database: &str, operations: u64) -> UsageStats {
+        let mut u = zero(database);
+        u.operations = operations;
+        u.by_command.insert("find".into(), operations);
+        u.total_time_us = operations * 10;
+        u.latency.counts[4] = operations;
+        u.latency.sum_us = operations * 10;
+        u
+    }
+
+    fn ops(rows: &[UsageStats], database: &str) -> Option<u64> {
+        rows.iter()
+            .find(|r| r.database == database)
+            .map(|r| r.operations)
+    }
+
+    #[test]
+    fn a_database_entering_the_busiest_takes_nothing_from_the_rest() {
+        let rows = MetricRows::default();
+        // The first scrape: a (100) is shown whole; b (40) is in the rest.
+        let first = rows.rows(vec![usage("a", 100)], usage("total", 140));
+        assert_eq!(ops(&first, "a"), Some(100));
+        assert_eq!(ops(&first, OTHER_DATABASES), Some(40));
+        // b becomes busy and is shown, from zero: the rest keeps its 60; a goes on.
+        let second = rows.rows(vec![usage("b", 60), usage("a", 110)], usage("total", 170));
+        assert_eq!(ops(&second, "b"), Some(0));
+        assert_eq!(ops(&second, "a"), Some(110));
+        assert_eq!(ops(&second, OTHER_DATABASES), Some(60));
+        // a leaves: what its series counted goes back into the rest.
+        let third = rows.rows(vec![usage("b", 80)], usage("total", 200));
+        assert_eq!(ops(&third, "b"), Some(20));
+        assert_eq!(ops(&third, OTHER_DATABASES), Some(180));
+        // a comes back: its series starts again from zero.
+        let fourth = rows.rows(vec![usage("b", 90), usage("a", 125)], usage("total", 215));
+        assert_eq!(ops(&fourth, "a"), Some(0));
+        assert_eq!(ops(&fourth, OTHER_DATABASES), Some(185));
+    }
+
+    #[test]
+    fn a_database_whose_totals_started_again_counts_from_zero() {
+        let rows = MetricRows::default();
+        rows.rows(vec![usage("a", 100)], usage("total", 100));
+        // Forgotten and cached again: its totals restarted at 0 (the 100 are in the total).
+        let after = rows.rows(vec![usage("a", 5)], usage("total", 105));
+        assert_eq!(ops(&after, "a"), Some(5));
+        assert_eq!(ops(&after, OTHER_DATABASES), Some(100));
+        // Every series of every scrape at least what it was: a's restart aside (above).
+    }
+
+    #[test]
+    fn the_rest_never_dips_when_the_total_is_read_behind_a_database() {
+        let rows = MetricRows::default();
+        rows.rows(vec![usage("a", 10)], usage("total", 50));
+        // a counted 5 more, the total read a moment before did not yet.
+        let after = rows.rows(vec![usage("a", 15)], usage("total", 52));
+        assert_eq!(ops(&after, "a"), Some(15));
+        assert_eq!(ops(&after, OTHER_DATABASES), Some(40));
+        let rest = after
+            .iter()
+            .find(|r| r.database == OTHER_DATABASES)
+            .unwrap();
+        assert_eq!(rest.latency.count(), 40);
+        assert_eq!(rest.by_command.get("find"), Some(&40));
+        assert_eq!(rest.total_time_us, 400);
+    }
+
+    /// One scrape of the model: the databases shown (by index) and what happened before it.
+    #[derive(Debug, Clone)]
+    struct Step {
+        adds: Vec<u64>,
+        restart: Option<usize>,
+        shown: Vec<usize>,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(0u64..20, 6),
+            proptest::option::weighted(0.1, 0usize..6),
+            proptest::sample::subsequence((0..6).collect::<Vec<usize>>(), 0..=3),
+        )
+            .prop_map(|(adds, restart, shown)| Step {
+                adds,
+                restart,
+                shown,
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever the scrapes show, in any order, with databases restarting their totals:
+        /// the rows add up to the total, the rest never goes down, and a database's series
+        /// never goes down between two scrapes that show it unless its totals restarted.
+        #[test]
+        fn every_series_is_a_counter_and_the_rows_add_up(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            let rows = MetricRows::default();
+            let mut current = [0u64; 6];
+            let mut forgotten = 0u64;
+            let mut last_rest = 0u64;
+            let mut last_shown: HashMap<usize, u64> = HashMap::new();
+            for s in steps {
+                let mut restarted = None;
+                if let Some(i) = s.restart {
+                    forgotten += current[i];
+                    current[i] = 0;
+                    restarted = Some(i);
+                }
+                for (c, a) in current.iter_mut().zip(&s.adds) {
+                    *c += a;
+                }
+                let total = current.iter().sum::<u64>() + forgotten;
+                let busiest = s.shown.iter().map(|&i| usage(&format!("db{i}"), current[i])).collect();
+                let out = rows.rows(busiest, usage("total", total));
+                proptest::prop_assert_eq!(out.iter().map(|r| r.operations).sum::<u64>(), total);
+                let rest = ops(&out, OTHER_DATABASES).unwrap_or(0);
+                proptest::prop_assert!(rest >= last_rest, "rest {} after {}", rest, last_rest);
+                last_rest = rest;
+                let mut next = HashMap::new();
+                for &i in &s.shown {
+                    let now = ops(&out, &format!("db{i}")).unwrap();
+                    if let Some(&before) = last_shown.get(&i) {
+                        if restarted != Some(i) {
+                            proptest::prop_assert!(now >= before, "db{} {} after {}", i, now, before);
+                        }
+                    }
+                    next.insert(i, now);
+                }
+                last_shown = next;
+            }
+        }
+    }
+}
