@@ -96,21 +96,23 @@ impl ServerProcess {
             .map_err(|e| TestKitError::io(format!("reading {}", self.console_log.display()), e))?
             .len();
         let stderr = clone_file(&console, &self.console_log)?;
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .current_dir(&self.cwd)
             .env_remove("PYTHONPATH")
             .env_remove("PYTHONHOME")
             .stdin(Stdio::null())
             .stdout(console)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| {
-                TestKitError::io(
-                    format!("starting {} ({})", self.kind, self.program.display()),
-                    e,
-                )
-            })?;
+            .stderr(stderr);
+        #[cfg(unix)]
+        reset_signals(&mut command);
+        let child = command.spawn().map_err(|e| {
+            TestKitError::io(
+                format!("starting {} ({})", self.kind, self.program.display()),
+                e,
+            )
+        })?;
         tracing::debug!(kind = %self.kind, pid = child.id(), "spawned test server");
         self.child = Some(child);
         Ok(())
@@ -289,6 +291,35 @@ impl Drop for ServerProcess {
 fn clone_file(file: &File, path: &Path) -> Result<File, TestKitError> {
     file.try_clone()
         .map_err(|e| TestKitError::io(format!("duplicating the handle of {}", path.display()), e))
+}
+
+/// Starts the server with no signal blocked, and SIGTERM and SIGCHLD at their default
+/// action, whatever the test process had: a child inherits its parent's signal mask and
+/// ignored signals (std's `Command` resets only SIGPIPE), and a CI runner can hand the tests
+/// a blocked SIGCHLD (this project's does) or an ignored SIGTERM. A server that inherited
+/// them would not stop on [`stop`](ServerProcess::stop)'s SIGTERM, or would not hear its own
+/// children end.
+#[cfg(unix)]
+fn reset_signals(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: sigemptyset, sigprocmask and signal are,
+    // and nothing here allocates or takes a lock.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            if libc::sigprocmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for signal in [libc::SIGTERM, libc::SIGCHLD] {
+                if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends SIGTERM to `pid` (a child we spawned and have not reaped, so the pid

@@ -82,3 +82,61 @@ async fn two_servers_at_once_are_independent() {
     ca.shutdown().await;
     cb.shutdown().await;
 }
+
+/// A test server starts with no signal blocked, whatever the thread that started it had
+/// blocked (a child inherits its parent's mask).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_server_starts_with_no_signal_blocked_whatever_its_parent_blocked() {
+    use std::mem::MaybeUninit;
+    // The current-thread runtime of this test spawns the server from this thread.
+    let mut blocked = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut before = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: plain signal-set calls on local sets; the mask is restored below.
+    unsafe {
+        libc::sigemptyset(blocked.as_mut_ptr());
+        libc::sigaddset(blocked.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(blocked.as_mut_ptr(), libc::SIGCHLD);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, blocked.as_ptr(), before.as_mut_ptr()),
+            0
+        );
+    }
+    let here = mask_in(&std::fs::read_to_string("/proc/thread-self/status").expect("status"));
+    let started = TestServer::start_with(ServerOptions::new().kind(ServerKind::Nx27017)).await;
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, before.as_ptr(), std::ptr::null_mut());
+    }
+    let wanted = (1u64 << (libc::SIGTERM - 1)) | (1u64 << (libc::SIGCHLD - 1));
+    assert_eq!(
+        here & wanted,
+        wanted,
+        "the premise: blocked in the spawning thread"
+    );
+    let mut server = started.expect("start nx");
+    let pid = server.pid().expect("pid");
+    assert_eq!(
+        signal_mask(pid) & wanted,
+        0,
+        "the server inherited the blocked signals"
+    );
+    // And SIGTERM stops it.
+    server.stop().await.expect("stop");
+}
+
+/// The blocked-signal mask of process `pid`'s main thread.
+#[cfg(target_os = "linux")]
+fn signal_mask(pid: u32) -> u64 {
+    mask_in(&std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status"))
+}
+
+/// `SigBlk` of a `/proc/…/status` text.
+#[cfg(target_os = "linux")]
+fn mask_in(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .expect("SigBlk");
+    u64::from_str_radix(line.trim(), 16).expect("hex mask")
+}
