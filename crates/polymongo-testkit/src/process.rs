@@ -296,7 +296,7 @@ fn clone_file(file: &File, path: &Path) -> Result<File, TestKitError> {
 /// Starts the server with no signal blocked, and SIGTERM and SIGCHLD at their default
 /// action, whatever the test process had: a child inherits its parent's signal mask and
 /// ignored signals (std's `Command` resets only SIGPIPE), and a CI runner can hand the tests
-/// a blocked SIGCHLD (this project's does) or an ignored SIGTERM. A server that inherited
+/// a blocked SIGCHLD (the shells of this project's machines do) or an ignored SIGTERM. A server that inherited
 /// them would not stop on [`stop`](ServerProcess::stop)'s SIGTERM, or would not hear its own
 /// children end.
 #[cfg(unix)]
