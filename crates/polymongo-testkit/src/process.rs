@@ -295,10 +295,10 @@ fn clone_file(file: &File, path: &Path) -> Result<File, TestKitError> {
 
 /// Starts the server with no signal blocked, and SIGTERM and SIGCHLD at their default
 /// action, whatever the test process had: a child inherits its parent's signal mask and
-/// ignored signals (std's `Command` resets only SIGPIPE), and a CI runner can hand the tests
-/// a blocked SIGCHLD (the shells of this project's machines do) or an ignored SIGTERM. A server that inherited
-/// them would not stop on [`stop`](ServerProcess::stop)'s SIGTERM, or would not hear its own
-/// children end.
+/// ignored signals (std's `Command` resets only SIGPIPE), and a shell can hand the tests a
+/// blocked SIGCHLD (those of this project's machines do) or an ignored SIGTERM. A server
+/// that inherited them would not stop on [`stop`](ServerProcess::stop)'s SIGTERM, or would
+/// not hear its own children end.
 #[cfg(unix)]
 fn reset_signals(command: &mut Command) {
     use std::os::unix::process::CommandExt;
