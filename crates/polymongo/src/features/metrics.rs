@@ -19,7 +19,8 @@
 //! the rest, and `rate()` of any series, or a sum of rates over the family, counts every
 //! operation once. A database's series therefore says what it did since it was shown, not
 //! since it was cached ([`Stats::usage`](crate::Stats::usage) has that); a database shown
-//! again after a gap starts again from zero, which Prometheus reads as a restart.
+//! again after a gap, or forgotten and counted again, starts again from zero, which
+//! Prometheus reads as a restart.
 //!
 //! **Histograms.** Operation latency per database
 //! (`polymongo_db_command_duration_seconds`) and the time operations waited in a pool's wait

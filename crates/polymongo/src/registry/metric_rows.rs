@@ -48,10 +48,10 @@ impl MetricRows {
             let base = match shown.baselines.remove(&now.database) {
                 Some(base) if !went_back(&now, &base) => base,
                 // Its totals started again: its earlier ones are in the total's rest.
-                Some(_) => zero(&now.database),
+                Some(_) => zero(&now),
                 // First shown at the first scrape: there is no rest shown yet to keep from
                 // going down, so the whole of its totals.
-                None if shown.rest.is_none() => zero(&now.database),
+                None if shown.rest.is_none() => zero(&now),
                 // First shown later: what it counted until now stays in the rest.
                 None => now.clone(),
             };
@@ -77,18 +77,21 @@ impl MetricRows {
     }
 }
 
-/// Whether a counter of `now` is below `base`'s: the database's totals started again.
+/// Whether the database's totals started again since `base`: other counters (it was
+/// forgotten and counted again), or one of them below `base`'s.
 fn went_back(now: &UsageStats, base: &UsageStats) -> bool {
-    now.operations < base.operations
+    now.generation != base.generation
+        || now.operations < base.operations
         || now.errors < base.errors
         || now.total_time_us < base.total_time_us
         || now.latency.count() < base.latency.count()
 }
 
-/// A database's figures before its first operation.
-fn zero(database: &str) -> UsageStats {
+/// The figures of `now`'s counters before their first operation.
+fn zero(now: &UsageStats) -> UsageStats {
     UsageStats {
-        database: database.to_owned(),
+        database: now.database.clone(),
+        generation: now.generation,
         ..UsageStats::default()
     }
 }
@@ -125,13 +128,23 @@ mod tests {
     use super::*;
 
     fn usage(database: &str, operations: u64) -> UsageStats {
-        let mut u = zero(database);
+        let mut u = UsageStats {
+            database: database.to_owned(),
+            ..UsageStats::default()
+        };
         u.operations = operations;
         u.by_command.insert("find".into(), operations);
         u.total_time_us = operations * 10;
         u.latency.counts[4] = operations;
         u.latency.sum_us = operations * 10;
         u
+    }
+
+    fn of_generation(database: &str, operations: u64, generation: u64) -> UsageStats {
+        UsageStats {
+            generation,
+            ..usage(database, operations)
+        }
     }
 
     fn ops(rows: &[UsageStats], database: &str) -> Option<u64> {
@@ -170,7 +183,12 @@ mod tests {
         let after = rows.rows(vec![usage("a", 5)], usage("total", 105));
         assert_eq!(ops(&after, "a"), Some(5));
         assert_eq!(ops(&after, OTHER_DATABASES), Some(100));
-        // Every series of every scrape at least what it was: a's restart aside (above).
+        // Forgotten again, and past its old baseline by the next scrape: new counters, so
+        // its series starts again all the same.
+        rows.rows(vec![of_generation("a", 10, 1)], usage("total", 110));
+        let past = rows.rows(vec![of_generation("a", 30, 2)], usage("total", 140));
+        assert_eq!(ops(&past, "a"), Some(30));
+        assert_eq!(ops(&past, OTHER_DATABASES), Some(110));
     }
 
     #[test]
@@ -215,13 +233,15 @@ mod tests {
     proptest::proptest! {
         /// Whatever the scrapes show, in any order, with databases restarting their totals:
         /// the rows add up to the total, the rest never goes down, and a database's series
-        /// never goes down between two scrapes that show it unless its totals restarted.
+        /// never goes down between two scrapes that show it, unless it got new counters: then
+        /// its series is their totals.
         #[test]
         fn every_series_is_a_counter_and_the_rows_add_up(
             steps in proptest::collection::vec(step(), 1..40)
         ) {
             let rows = MetricRows::default();
             let mut current = [0u64; 6];
+            let mut generation = [0u64; 6];
             let mut forgotten = 0u64;
             let mut last_rest = 0u64;
             let mut last_shown: HashMap<usize, u64> = HashMap::new();
@@ -230,13 +250,18 @@ mod tests {
                 if let Some(i) = s.restart {
                     forgotten += current[i];
                     current[i] = 0;
+                    generation[i] += 1;
                     restarted = Some(i);
                 }
                 for (c, a) in current.iter_mut().zip(&s.adds) {
                     *c += a;
                 }
                 let total = current.iter().sum::<u64>() + forgotten;
-                let busiest = s.shown.iter().map(|&i| usage(&format!("db{i}"), current[i])).collect();
+                let busiest = s
+                    .shown
+                    .iter()
+                    .map(|&i| of_generation(&format!("db{i}"), current[i], generation[i]))
+                    .collect();
                 let out = rows.rows(busiest, usage("total", total));
                 proptest::prop_assert_eq!(out.iter().map(|r| r.operations).sum::<u64>(), total);
                 let rest = ops(&out, OTHER_DATABASES).unwrap_or(0);
@@ -246,7 +271,10 @@ mod tests {
                 for &i in &s.shown {
                     let now = ops(&out, &format!("db{i}")).unwrap();
                     if let Some(&before) = last_shown.get(&i) {
-                        if restarted != Some(i) {
+                        if restarted == Some(i) {
+                            // New counters: the series starts again, from them.
+                            proptest::prop_assert_eq!(now, current[i]);
+                        } else {
                             proptest::prop_assert!(now >= before, "db{} {} after {}", i, now, before);
                         }
                     }

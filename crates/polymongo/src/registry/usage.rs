@@ -139,7 +139,13 @@ pub(crate) struct DbUsage {
     on_board: AtomicBool,
     /// Set when its entry is dropped: the board forgets it.
     gone: AtomicBool,
+    /// Which counters these are: a database forgotten and counted again gets new ones,
+    /// whose totals start again (see `registry::metric_rows`).
+    generation: u64,
 }
+
+/// The next [`DbUsage::generation`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl DbUsage {
     pub(crate) fn new(name: &str) -> Self {
@@ -158,6 +164,7 @@ impl DbUsage {
             previous_us: AtomicU64::new(0),
             on_board: AtomicBool::new(false),
             gone: AtomicBool::new(false),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -275,6 +282,7 @@ impl DbUsage {
             p99_us: latency.quantile_us(0.99),
             last_used: (last > 0).then(|| UNIX_EPOCH + Duration::from_millis(last)),
             latency,
+            generation: self.generation,
         }
     }
 }
@@ -324,6 +332,10 @@ pub struct UsageStats {
     /// operations finished: [`operations`](Self::operations) minus
     /// [`in_flight`](Self::in_flight).
     pub latency: DurationHistogram,
+    /// Which counters these figures were read from (a database forgotten and counted again
+    /// gets new ones).
+    #[serde(skip)]
+    pub(crate) generation: u64,
 }
 
 /// How [`Stats::top_databases`](crate::Stats::top_databases) ranks.
