@@ -44,26 +44,29 @@ impl MetricRows {
         let mut shown = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut baselines = HashMap::with_capacity(busiest.len());
         let mut rows = Vec::with_capacity(busiest.len() + 1);
-        for now in busiest {
-            let base = match shown.baselines.remove(&now.database) {
-                Some(base) if !went_back(&now, &base) => base,
+        // In place, and each baseline under the key it had: a scrape allocates for the
+        // databases first shown, not for every row.
+        for mut now in busiest {
+            let (name, base) = match shown.baselines.remove_entry(&now.database) {
+                Some((name, base)) if !went_back(&now, &base) => (name, base),
                 // Its totals started again: its earlier ones are in the total's rest.
-                Some(_) => zero(&now),
+                Some((name, _)) => (name, zero(&now)),
                 // First shown at the first scrape: there is no rest shown yet to keep from
                 // going down, so the whole of its totals.
-                None if shown.rest.is_none() => zero(&now),
+                None if shown.rest.is_none() => (now.database.clone(), zero(&now)),
                 // First shown later: what it counted until now stays in the rest.
-                None => now.clone(),
+                None => (now.database.clone(), now.clone()),
             };
-            rows.push(minus(&now, &base));
-            baselines.insert(now.database.clone(), base);
+            subtract(&mut now, &base);
+            baselines.insert(name, base);
+            rows.push(now);
         }
         let mut rest = UsageStats {
             database: OTHER_DATABASES.to_owned(),
             ..total
         };
         for row in &rows {
-            rest = minus(&rest, row);
+            subtract(&mut rest, row);
         }
         if let Some(before) = &shown.rest {
             at_least(&mut rest, before);
@@ -87,28 +90,25 @@ fn went_back(now: &UsageStats, base: &UsageStats) -> bool {
         || now.latency.count() < base.latency.count()
 }
 
-/// The figures of `now`'s counters before their first operation.
+/// The figures of `now`'s counters before their first operation (a baseline: no name).
 fn zero(now: &UsageStats) -> UsageStats {
     UsageStats {
-        database: now.database.clone(),
         generation: now.generation,
         ..UsageStats::default()
     }
 }
 
-/// `a`'s counters minus `b`'s (the exported ones: operations by command, errors, time,
-/// latency); its other fields as `a` has them.
-fn minus(a: &UsageStats, b: &UsageStats) -> UsageStats {
-    let mut out = a.clone();
-    out.operations = a.operations.saturating_sub(b.operations);
-    out.errors = a.errors.saturating_sub(b.errors);
-    out.total_time_us = a.total_time_us.saturating_sub(b.total_time_us);
-    out.latency = a.latency.saturating_sub(&b.latency);
-    for (command, n) in &mut out.by_command {
+/// Takes `b`'s counters off `a`'s (the exported ones: operations by command, errors, time,
+/// latency); `a`'s other fields stay.
+fn subtract(a: &mut UsageStats, b: &UsageStats) {
+    a.operations = a.operations.saturating_sub(b.operations);
+    a.errors = a.errors.saturating_sub(b.errors);
+    a.total_time_us = a.total_time_us.saturating_sub(b.total_time_us);
+    a.latency = a.latency.saturating_sub(&b.latency);
+    for (command, n) in &mut a.by_command {
         *n = n.saturating_sub(b.by_command.get(command).copied().unwrap_or(0));
     }
-    out.by_command.retain(|_, n| *n > 0);
-    out
+    a.by_command.retain(|_, n| *n > 0);
 }
 
 /// Raises each exported counter of `rest` to `floor`'s where it is below.
