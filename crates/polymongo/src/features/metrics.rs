@@ -474,10 +474,9 @@ fn expose_stats(x: &mut dyn Exposition, stats: &Stats<'_>) -> fmt::Result {
 
     // The busiest databases, each counted from when it was first shown, and the rest: every
     // series a counter that never goes down (see `registry::metric_rows`).
-    let shown = stats.metric_rows(MAX_METRIC_DATABASES);
-    if shown.is_empty() && stats.total_usage().is_none() {
+    let Some(shown) = stats.metric_rows(MAX_METRIC_DATABASES) else {
         return Ok(());
-    }
+    };
     // About 90 bytes a line: the histogram's lines and the other families' few.
     x.reserve(shown.len() * (HISTOGRAM_SERIES + 6) * 90);
     x.family(

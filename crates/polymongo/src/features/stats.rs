@@ -342,11 +342,9 @@ impl<'a> Stats<'a> {
 
     /// The usage metrics' rows: the `n` busiest databases, each counted from when the metrics
     /// first showed it, then `(other databases)`; every counter of every row at least what it
-    /// was at the previous call (empty when usage analytics are off).
-    pub(crate) fn metric_rows(&self, n: usize) -> Vec<UsageStats> {
-        self.registry
-            .usage()
-            .map_or_else(Vec::new, |u| u.metric_rows(n))
+    /// was at the previous call. `None` when usage analytics are off.
+    pub(crate) fn metric_rows(&self, n: usize) -> Option<Vec<UsageStats>> {
+        Some(self.registry.usage()?.metric_rows(n))
     }
 
     /// The databases of the main cluster with their sizes (`listDatabases`), sorted by name.

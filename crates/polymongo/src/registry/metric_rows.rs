@@ -10,8 +10,9 @@
 //!
 //! So a database's series counts from the moment it is first shown: its totals then are its
 //! baseline, and stay in the rest (at the first scrape there is no rest shown yet, and the
-//! databases shown then count their whole totals). While it stays shown, its series is its totals minus that
-//! baseline; when it leaves, what its series counted goes back into the rest. Both only ever
+//! databases shown then count their whole totals). While it stays shown, its series is its
+//! totals minus that baseline; when it leaves, what its series counted goes back into the
+//! rest. Both only ever
 //! add to the rest. One baseline per shown database, replaced at every scrape: at most as
 //! many as the rows shown. The rest is also never shown below what it was last shown, so two
 //! counters read a moment apart (a database's and the manager's, by an operation finishing
@@ -206,6 +207,28 @@ mod tests {
         assert_eq!(rest.latency.count(), 40);
         assert_eq!(rest.by_command.get("find"), Some(&40));
         assert_eq!(rest.total_time_us, 400);
+    }
+
+    #[test]
+    fn a_hundred_thousand_names_through_the_rows_leave_only_the_last_ones_shown() {
+        let rows = MetricRows::default();
+        let mut total = 0;
+        // 2 000 scrapes of 50 databases never shown before: 100 000 names.
+        for scrape in 0..2_000u64 {
+            total += 50;
+            let busiest = (0..50)
+                .map(|i| usage(&format!("db_{scrape}_{i}"), 1))
+                .collect();
+            rows.rows(busiest, usage("total", total));
+            let shown = rows.state.lock().unwrap();
+            assert!(shown.baselines.len() <= 50, "{}", shown.baselines.len());
+        }
+        let shown = rows.state.lock().unwrap();
+        assert_eq!(shown.baselines.len(), 50);
+        assert!(shown
+            .baselines
+            .keys()
+            .all(|name| name.starts_with("db_1999_")));
     }
 
     /// One scrape of the model: the databases shown (by index) and what happened before it.
