@@ -90,7 +90,10 @@ async fn figures_of(
         connections_available: count("available"),
         connections_total_created: count("totalCreated"),
         databases: databases.len(),
-        size_on_disk: databases.iter().map(|d| d.1).sum(),
+        // A server's figures are not trusted to add up within an i64.
+        size_on_disk: databases
+            .iter()
+            .fold(0i64, |sum, d| sum.saturating_add(d.1)),
         largest: databases.into_iter().take(LARGEST).collect(),
     })
 }

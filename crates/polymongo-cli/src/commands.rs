@@ -336,7 +336,7 @@ async fn estimate(poly: &PolyMongo, db: &str) -> Option<u64> {
             .collections
             .iter()
             .map(|c| c.documents.max(0) as u64)
-            .sum(),
+            .fold(0u64, u64::saturating_add),
     )
 }
 

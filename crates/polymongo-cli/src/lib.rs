@@ -36,6 +36,18 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+/// Largest `top --interval`, in seconds: a day. Longer is no live view, and bounding it keeps
+/// every deadline computed from it (`now + interval`, the idle timeout `3 × interval`) finite.
+const MAX_INTERVAL_SECS: u64 = 86_400;
+
+/// Largest `export --batch-size`: the driver refuses a batch size that does not fit in the
+/// server's signed 32-bit field.
+const MAX_EXPORT_BATCH: i64 = i32::MAX as i64;
+
+/// Largest `import --batch-size`: the server's largest write batch (`maxWriteBatchSize`);
+/// the driver would split a larger one anyway.
+const MAX_IMPORT_BATCH: u64 = 100_000;
+
 /// Operate MongoDB deployments with many databases: inspect pools and databases, export,
 /// import, copy and drop whole databases, watch changes, serve metrics.
 ///
@@ -94,8 +106,13 @@ enum Command {
     /// with --app of running applications (their pools, and the busiest, slowest and most
     /// erroring tenants now, merged across instances).
     Top {
-        /// Seconds between refreshes.
-        #[arg(long, default_value_t = 2)]
+        /// Seconds between refreshes, 1 to 86400 (a day).
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 2,
+            value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS)
+        )]
         interval: u64,
         /// Print one snapshot and exit (what a pipe gets anyway, unless --json).
         #[arg(long)]
@@ -121,8 +138,12 @@ enum Command {
         /// Compress with gzip.
         #[arg(long)]
         gzip: bool,
-        /// Documents per cursor batch (default: the server's).
-        #[arg(long)]
+        /// Documents per cursor batch, 1 to 2147483647 (default: the server's).
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u32).range(1..=MAX_EXPORT_BATCH)
+        )]
         batch_size: Option<u32>,
     },
     /// Read a dump (plain or gzip) into a database.
@@ -141,8 +162,14 @@ enum Command {
         /// Drop the target database first.
         #[arg(long)]
         drop: bool,
-        /// Documents per write batch.
-        #[arg(long, default_value_t = polymongo::bulk::DEFAULT_BATCH_SIZE)]
+        /// Documents per write batch, 1 to 100000 (a batch also ends at 8 MiB of documents).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = polymongo::bulk::DEFAULT_BATCH_SIZE,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+                .range(1..=MAX_IMPORT_BATCH)
+        )]
         batch_size: usize,
         /// Write every failure to FILE, one JSON line each (the terminal gets a summary).
         #[arg(long, value_name = "FILE")]
@@ -239,16 +266,17 @@ pub fn main() {
     if let Command::Migrate(MigrateTool { dir: None, .. }) = cli.command {
         // `--dir` is global (it may follow the subcommand), and clap does not let a global
         // argument be required: checked here, reported as clap reports a missing argument.
-        let mut command = Cli::command();
-        command.build();
-        let message = "the migrations folder is required: --dir DIR (or POLYMONGO_MIGRATIONS_DIR)";
-        match command.find_subcommand_mut("migrate") {
-            Some(migrate) => {
-                migrate.error(clap::error::ErrorKind::MissingRequiredArgument, message)
-            }
-            None => command.error(clap::error::ErrorKind::MissingRequiredArgument, message),
+        usage_error(
+            "migrate",
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the migrations folder is required: --dir DIR (or POLYMONGO_MIGRATIONS_DIR)",
+        );
+    }
+    if let Command::Top { app, .. } = &cli.command {
+        // A value parser sees one value at a time: a repeated URL is found here.
+        if let Some(message) = top_apps::repeated(app) {
+            usage_error("top", clap::error::ErrorKind::ArgumentConflict, &message);
         }
-        .exit();
     }
     if let Command::Completions { shell } = cli.command {
         // Generated whole, then written through the one output path (clap_complete panics
@@ -273,4 +301,16 @@ pub fn main() {
     };
     let code = runtime.block_on(commands::run(cli));
     std::process::exit(code);
+}
+
+/// Ends the process as clap ends it for a bad command line (exit 2, the usage of
+/// `subcommand`), for what clap's own checks cannot see.
+fn usage_error(subcommand: &str, kind: clap::error::ErrorKind, message: &str) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    match command.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(kind, message),
+        None => command.error(kind, message),
+    }
+    .exit()
 }

@@ -30,7 +30,7 @@ pub async fn top(poly: &PolyMongo, json: bool, interval: u64, once: bool) -> Out
         Err(e) => return Ok(fail(&e)),
     };
     let live = !once && std::io::stdout().is_terminal();
-    let interval = Duration::from_secs(interval.max(1));
+    let interval = Duration::from_secs(interval);
     let mut previous: Option<(Instant, Document)> = None;
     loop {
         let status = match admin.run_command(doc! { "serverStatus": 1 }).await {
@@ -41,17 +41,7 @@ pub async fn top(poly: &PolyMongo, json: bool, interval: u64, once: bool) -> Out
         let rates = match (&counters, &previous) {
             (None, _) => None,
             (Some(now), Some((at, before))) => {
-                let secs = at.elapsed().as_secs_f64().max(1e-3);
-                Some(
-                    now.keys()
-                        .map(|k| {
-                            (
-                                k.clone(),
-                                (number(now, k) - number(before, k)) as f64 / secs,
-                            )
-                        })
-                        .collect(),
-                )
+                Some(rates(now, before, at.elapsed().as_secs_f64().max(1e-3)))
             }
             (Some(_), None) => Some(Vec::new()),
         };
@@ -89,6 +79,17 @@ pub async fn top(poly: &PolyMongo, json: bool, interval: u64, once: bool) -> Out
     }
 }
 
+/// Each counter's growth per second between two `opcounters` documents. The difference is
+/// taken in `f64`: the numbers are the server's, and two far apart must not overflow.
+fn rates(now: &Document, before: &Document, secs: f64) -> Vec<(String, f64)> {
+    now.keys()
+        .map(|k| {
+            let grown = number(now, k) as f64 - number(before, k) as f64;
+            (k.clone(), grown / secs)
+        })
+        .collect()
+}
+
 fn render(s: &TopSnapshot, live: bool) -> String {
     let mut out = String::new();
     if live {
@@ -118,4 +119,18 @@ fn render(s: &TopSnapshot, live: bool) -> String {
         out.push_str("\nCtrl-C to quit\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_far_apart_give_a_rate_without_overflow() {
+        let before = doc! { "query": i64::MIN, "insert": 10_i64 };
+        let now = doc! { "query": i64::MAX, "insert": 30_i64 };
+        let rates = rates(&now, &before, 2.0);
+        assert_eq!(rates[1], ("insert".to_owned(), 10.0));
+        assert!(rates[0].1 > 9e18, "{rates:?}");
+    }
 }

@@ -89,6 +89,29 @@ pub fn parse_app_url(text: &str) -> Result<AppUrl, String> {
     })
 }
 
+/// Why `apps` names an instance twice, if it does: its figures would be counted twice in
+/// every sum, and its rates computed against itself. Two values are the same instance when
+/// they resolve to the same figures URL (`10.0.0.5:3000` and `http://10.0.0.5:3000/figures`)
+/// or are shown alike.
+pub fn repeated(apps: &[AppUrl]) -> Option<String> {
+    apps.iter().enumerate().find_map(|(i, a)| {
+        apps[..i]
+            .iter()
+            .find(|b| a.uri == b.uri || a.shown == b.shown)
+            .map(|b| {
+                let given = if a.shown == b.shown {
+                    format!("{} is given twice", a.shown)
+                } else {
+                    format!(
+                        "{} and {} are the same figures URL ({})",
+                        b.shown, a.shown, a.uri
+                    )
+                };
+                format!("--app: {given}; give each instance once")
+            })
+    })
+}
+
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// The deepest cause of an error: what an operator can act on ("Connection refused").
@@ -186,14 +209,16 @@ async fn poll(
 
 /// `polymongo top --app …`.
 pub async fn top(apps: Vec<AppUrl>, json: bool, interval: u64, once: bool) -> Outcome {
-    let interval = Duration::from_secs(interval.max(1));
+    // The command line bounds the interval (1 s to a day); saturating keeps a caller that
+    // skipped it from panicking.
+    let interval = Duration::from_secs(interval);
     // A down instance must not hold the view up: at most the interval, within 1 to 5 s.
     let timeout = interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
     connector.set_nodelay(true);
     let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(interval * 3)
+        .pool_idle_timeout(interval.saturating_mul(3))
         .build(connector);
     let live = !once && !json && std::io::stdout().is_terminal();
     if live {
@@ -243,5 +268,26 @@ mod tests {
             .unwrap_err()
             .contains("https"));
         assert!(parse_app_url("").is_err());
+    }
+
+    #[test]
+    fn an_instance_named_twice_is_found_however_it_is_spelled() {
+        let apps = |list: &[&str]| -> Vec<AppUrl> {
+            list.iter().map(|a| parse_app_url(a).unwrap()).collect()
+        };
+        assert_eq!(
+            repeated(&apps(&["h:1", "h:2", "http://h:1/ops/figures"])),
+            None
+        );
+        let twice = repeated(&apps(&["h:1", "h:2", "h:1"])).unwrap();
+        assert!(twice.contains("h:1 is given twice"), "{twice}");
+        let spelled = repeated(&apps(&["h:1", "http://h:1/figures"])).unwrap();
+        assert!(
+            spelled.contains("h:1 and http://h:1/figures are the same figures URL"),
+            "{spelled}"
+        );
+        // Different URLs shown alike would share one row label and one previous sample.
+        let alike = repeated(&apps(&["h:1/figures", "h:1/figures/"])).unwrap();
+        assert!(alike.contains("is given twice"), "{alike}");
     }
 }

@@ -395,30 +395,10 @@ async fn an_instance_that_accepts_and_never_answers_is_down_within_the_poll_time
     held.abort();
 }
 
-#[tokio::test]
-async fn control_characters_an_instance_sends_never_reach_the_terminal() {
-    use polymongo::mongodb::bson::doc;
+/// Answers every request with `body` as a figures route would: (its URL, the server task).
+async fn serve(body: String) -> (String, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    // A real figures document with one counted tenant…
-    let server = TestServer::start().await.expect("server");
-    let poly = PolyMongo::builder()
-        .uri(server.uri())
-        .build()
-        .await
-        .unwrap();
-    poly.model::<app::Note>()
-        .db("t1")
-        .unwrap()
-        .run(|c| c.find_one(doc! {}))
-        .await
-        .unwrap();
-    let mut figures = serde_json::to_value(Figures::take(&poly)).unwrap();
-    // …whose strings a hostile instance filled with escape sequences.
-    figures["instance"] = Value::from("app\u{1b}]0;owned\u{7}");
-    figures["tenants"][0]["database"] = Value::from("t1\u{1b}[2J\u{1b}[31m");
-    figures["pools"][0]["cluster"] = Value::from("mongodb://h\u{1b}[1A/");
-    let body = figures.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let served = tokio::spawn(async move {
@@ -437,6 +417,39 @@ async fn control_characters_an_instance_sends_never_reach_the_terminal() {
             });
         }
     });
+    (url, served)
+}
+
+/// A real figures document with one counted tenant (`t1`), as JSON to edit; the manager and
+/// its server, to close at the end.
+async fn counted_figures() -> (Value, PolyMongo, TestServer) {
+    use polymongo::mongodb::bson::doc;
+
+    let server = TestServer::start().await.expect("server");
+    let poly = PolyMongo::builder()
+        .uri(server.uri())
+        .build()
+        .await
+        .unwrap();
+    poly.model::<app::Note>()
+        .db("t1")
+        .unwrap()
+        .run(|c| c.find_one(doc! {}))
+        .await
+        .unwrap();
+    let figures = serde_json::to_value(Figures::take(&poly)).unwrap();
+    (figures, poly, server)
+}
+
+#[tokio::test]
+async fn control_characters_an_instance_sends_never_reach_the_terminal() {
+    // A real figures document with one counted tenant…
+    let (mut figures, poly, _server) = counted_figures().await;
+    // …whose strings a hostile instance filled with escape sequences.
+    figures["instance"] = Value::from("app\u{1b}]0;owned\u{7}");
+    figures["tenants"][0]["database"] = Value::from("t1\u{1b}[2J\u{1b}[31m");
+    figures["pools"][0]["cluster"] = Value::from("mongodb://h\u{1b}[1A/");
+    let (url, served) = serve(figures.to_string()).await;
     for args in [
         &["top", "--app", &url, "--once"][..],
         &["top", "--app", &url, "--once", "--json"][..],
@@ -452,5 +465,71 @@ async fn control_characters_an_instance_sends_never_reach_the_terminal() {
         assert!(stdout.contains("app\u{fffd}]0;owned"), "{args:?}: {stdout}");
     }
     served.abort();
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn an_app_given_twice_is_a_usage_error() {
+    let app = format!("127.0.0.1:{}", free_port());
+    let spelled = format!("http://{app}/figures");
+    for apps in [format!("{app},{app}"), format!("{app},{spelled}")] {
+        let (code, _, stderr) = run(&["top", "--app", &apps, "--once"]).await;
+        assert_eq!(code, 2, "{apps}: {stderr}");
+        assert!(stderr.contains("--app"), "{apps}: {stderr}");
+        assert!(
+            stderr.contains("give each instance once"),
+            "{apps}: {stderr}"
+        );
+    }
+    // Repeated flags are one list.
+    let (code, _, stderr) = run(&["top", "--app", &app, "--app", &app, "--once"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{app} is given twice")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_sending_the_largest_counters_are_summed_without_overflow() {
+    let (mut figures, poly, _server) = counted_figures().await;
+    for (field, max) in [
+        ("connections", Value::from(i64::MAX)),
+        ("in_use", Value::from(i64::MAX)),
+        ("wait_queue", Value::from(i64::MAX)),
+        ("checkout_failures", Value::from(u64::MAX)),
+    ] {
+        figures["pools"][0][field] = max;
+    }
+    for field in [
+        "operations",
+        "errors",
+        "in_flight",
+        "recent_operations",
+        "recent_time_us",
+    ] {
+        figures["tenants"][0][field] = Value::from(u64::MAX);
+    }
+    // Two instances (two URLs) sending the same figures.
+    let (first, served_first) = serve(figures.to_string()).await;
+    let (second, served_second) = serve(figures.to_string()).await;
+    let apps = format!("{first},{second}");
+    let (code, stdout, stderr) = run(&["top", "--app", &apps, "--once", "--json"]).await;
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let snapshot: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(snapshot["up"], 2, "{snapshot}");
+    let pool = &snapshot["pools"][0];
+    assert_eq!(pool["instances"], 2, "{pool}");
+    assert_eq!(pool["connections"], i64::MAX, "{pool}");
+    assert_eq!(pool["checkout_failures"], u64::MAX, "{pool}");
+    let t1 = tenant(&snapshot, "t1");
+    assert_eq!(t1["operations"], u64::MAX, "{t1}");
+    assert_eq!(t1["recent_operations"], u64::MAX, "{t1}");
+    // The plain-text view of the same figures.
+    let (code, stdout, stderr) = run(&["top", "--app", &apps, "--once"]).await;
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert!(stdout.contains(&i64::MAX.to_string()), "{stdout}");
+    served_first.abort();
+    served_second.abort();
     poly.close_all(Duration::from_secs(5)).await;
 }

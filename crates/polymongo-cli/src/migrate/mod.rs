@@ -151,12 +151,13 @@ pub struct RunArgs {
     /// Start no new database once N have failed (those in flight finish).
     #[arg(long, value_name = "N")]
     max_failures: Option<usize>,
-    /// Seconds each database waits for another runner's lock (a dead runner's lock expires
-    /// within a minute).
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    /// Seconds each database waits for another runner's lock, 0 to 86400 (a day; a dead
+    /// runner's lock expires within a minute).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = lock_wait)]
     lock_wait: Duration,
-    /// Seconds this runner's locks last without renewal (tests of dead runners).
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds, hide = true)]
+    /// Seconds this runner's locks last without renewal, 0.001 to 86400 (tests of dead
+    /// runners).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = lock_ttl, hide = true)]
     lock_ttl: Duration,
 }
 
@@ -334,10 +335,34 @@ async fn connected(
     code
 }
 
-/// A number of seconds (fractions allowed) as a duration.
-fn seconds(text: &str) -> Result<Duration, String> {
+/// Longest `--lock-wait` and `--lock-ttl`, in seconds: a day. A lock held or waited for
+/// longer than a day is a typing mistake, not a setting, and is refused before any database
+/// is touched.
+const MAX_LOCK_SECS: f64 = 86_400.0;
+
+/// Shortest `--lock-ttl`, in seconds: the library's own floor (1 ms), refused rather than
+/// raised silently.
+const MIN_LOCK_TTL_SECS: f64 = 0.001;
+
+/// `--lock-wait`: seconds (fractions allowed), 0 to a day.
+fn lock_wait(text: &str) -> Result<Duration, String> {
+    seconds_within(text, 0.0, MAX_LOCK_SECS)
+}
+
+/// `--lock-ttl`: seconds (fractions allowed), 1 ms to a day.
+fn lock_ttl(text: &str) -> Result<Duration, String> {
+    seconds_within(text, MIN_LOCK_TTL_SECS, MAX_LOCK_SECS)
+}
+
+/// A number of seconds (fractions allowed) within `min..=max`, as a duration.
+fn seconds_within(text: &str, min: f64, max: f64) -> Result<Duration, String> {
     let secs: f64 = text
+        .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    // NaN fails both comparisons, so it is refused here too.
+    if !(secs >= min && secs <= max) {
+        return Err(format!("{text} is not in {min}..={max} seconds"));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text} is not a duration in seconds"))
 }

@@ -46,6 +46,10 @@ pub const PAGE: u32 = 100;
 /// Tenants per read of `ls --all` unless `--limit` says otherwise.
 pub const ALL_PAGE: u32 = 1_000;
 
+/// Longest `archive --settle-ms`: an hour. The tenant is fenced (refused everywhere) while
+/// the command waits, so a longer wait is a mistake, not a setting.
+pub const MAX_SETTLE_MS: u64 = 3_600_000;
+
 /// `polymongo tenants`.
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
@@ -115,9 +119,10 @@ pub struct ArchiveArgs {
     /// The folder archive files go to (created if missing).
     #[arg(long = "to", value_name = "FOLDER")]
     folder: std::path::PathBuf,
-    /// How long to wait after fencing before reading, in milliseconds (default: the
-    /// directory's refresh plus one second, its bound).
-    #[arg(long, value_name = "MS")]
+    /// How long to wait after fencing before reading, in milliseconds, 0 to 3600000 (an
+    /// hour; default: the directory's refresh plus one second, its bound).
+    #[arg(long, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SETTLE_MS))]
     settle_ms: Option<u64>,
 }
 

@@ -129,10 +129,11 @@ impl AppsSnapshot {
     }
 }
 
-/// What is kept from one poll to the next: each instance's counters, and when the poll ended.
+/// What is kept from one poll to the next: each instance's counters (by its place in the
+/// `--app` list, which is the same at every poll), and when the poll ended.
 #[derive(Default)]
 pub(super) struct Merger {
-    previous: HashMap<String, Sample>,
+    previous: HashMap<usize, Sample>,
     last_poll: Option<Instant>,
 }
 
@@ -192,10 +193,11 @@ impl Counters {
         }
     }
 
+    /// Saturating: the counters are what instances sent, and two of them may be huge.
     fn add(&mut self, other: &Counters) {
-        self.operations += other.operations;
-        self.errors += other.errors;
-        self.time_us += other.time_us;
+        self.operations = self.operations.saturating_add(other.operations);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.time_us = self.time_us.saturating_add(other.time_us);
         self.latency.add(&other.latency);
     }
 }
@@ -221,7 +223,7 @@ fn now_ms() -> u64 {
 fn aggregate(
     apps: &[AppUrl],
     answers: Vec<Result<Figures, String>>,
-    previous: &mut HashMap<String, Sample>,
+    previous: &mut HashMap<usize, Sample>,
     last_poll: Option<Instant>,
 ) -> AppsSnapshot {
     let now = Instant::now();
@@ -231,12 +233,12 @@ fn aggregate(
     // Per tenant: the deltas of the instances that had a previous sample of it.
     let mut deltas: HashMap<String, Counters> = HashMap::new();
     let (mut up, mut down) = (0, 0);
-    for (app, answer) in apps.iter().zip(answers) {
+    for (place, (app, answer)) in apps.iter().zip(answers).enumerate() {
         let figures = match answer {
             Ok(f) => f,
             Err(error) => {
                 down += 1;
-                previous.remove(&app.shown);
+                previous.remove(&place);
                 instances.push(InstanceView {
                     url: app.shown.clone(),
                     status: "down",
@@ -253,7 +255,7 @@ fn aggregate(
             }
         };
         up += 1;
-        let before = previous.get(&app.shown);
+        let before = previous.get(&place);
         let secs = before.map(|b| now.duration_since(b.at).as_secs_f64().max(1e-3));
         let total_ops = figures.general.usage.as_ref().map_or(0, |u| u.operations);
         for p in &figures.pools {
@@ -264,12 +266,13 @@ fn aggregate(
                     kind: p.kind.clone(),
                     ..ClusterPools::default()
                 });
+            // Every figure here is what an instance sent: sums saturate, never wrap or panic.
             sum.instances += 1;
-            sum.connections += p.connections;
-            sum.in_use += p.in_use;
-            sum.max_size += u64::from(p.max_size);
-            sum.wait_queue += p.wait_queue;
-            sum.checkout_failures += p.checkout_failures;
+            sum.connections = sum.connections.saturating_add(p.connections);
+            sum.in_use = sum.in_use.saturating_add(p.in_use);
+            sum.max_size = sum.max_size.saturating_add(u64::from(p.max_size));
+            sum.wait_queue = sum.wait_queue.saturating_add(p.wait_queue);
+            sum.checkout_failures = sum.checkout_failures.saturating_add(p.checkout_failures);
         }
         let mut sample = Sample {
             at: now,
@@ -284,11 +287,11 @@ fn aggregate(
                     ..TenantView::default()
                 });
             view.instances += 1;
-            view.operations += t.operations;
-            view.errors += t.errors;
-            view.in_flight += t.in_flight;
-            view.recent_operations += t.recent_operations;
-            view.recent_time_us += t.recent_time_us;
+            view.operations = view.operations.saturating_add(t.operations);
+            view.errors = view.errors.saturating_add(t.errors);
+            view.in_flight = view.in_flight.saturating_add(t.in_flight);
+            view.recent_operations = view.recent_operations.saturating_add(t.recent_operations);
+            view.recent_time_us = view.recent_time_us.saturating_add(t.recent_time_us);
             view.p99_us = view.p99_us.max(t.p99_us);
             view.latency.add(&t.latency);
             let counters = Counters::of(t);
@@ -316,7 +319,7 @@ fn aggregate(
             ops_per_s,
             pools: figures.pools,
         });
-        previous.insert(app.shown.clone(), sample);
+        previous.insert(place, sample);
     }
     let interval_s = last_poll.map(|at| now.duration_since(at).as_secs_f64());
     let mut tenants: Vec<TenantView> = tenants.into_values().collect();
@@ -408,6 +411,33 @@ fn aggregate(
 }
 
 #[cfg(test)]
+/// A figures document whose every counter is `n` (`wide` for the signed pool figures).
+pub(super) fn figures_with(n: u64, wide: i64) -> Figures {
+    let tenant = serde_json::json!({
+        "database": "t1", "ranked": ["operations"], "operations": n, "errors": n,
+        "in_flight": n, "total_time_us": n, "recent_operations": n, "recent_time_us": n,
+        "p50_us": n, "p95_us": n, "p99_us": n, "last_used_ms": null,
+        "latency": { "counts": vec![n; polymongo::DURATION_BUCKETS], "sum_us": n },
+    });
+    serde_json::from_value(serde_json::json!({
+        "version": polymongo::FIGURES_VERSION, "instance": "app", "pid": 1,
+        "taken_at_ms": n,
+        "pools": [{
+            "cluster": "mongodb://h/", "kind": "shared", "state": "connected",
+            "connections": wide, "in_use": wide, "wait_queue": wide,
+            "max_size": u32::MAX, "checkouts": n, "checkout_failures": n,
+            "checkout_wait_max_us": n, "pool_clears": n, "databases": 1,
+        }],
+        "tenants": [tenant],
+        "general": {
+            "total_active_pools": 1, "total_connections": wide, "databases_in_use": 1,
+            "change_streams": 0, "usage_analytics": true, "usage": tenant,
+        },
+    }))
+    .expect("a figures document")
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -415,5 +445,59 @@ mod tests {
     fn counters_that_restart_count_from_zero() {
         assert_eq!(delta(10, 4), 6);
         assert_eq!(delta(3, 40), 3);
+    }
+
+    #[test]
+    fn sums_of_two_instances_sending_the_largest_counters_saturate() {
+        let apps: Vec<AppUrl> = ["h:1", "h:2"]
+            .iter()
+            .map(|a| super::super::parse_app_url(a).unwrap())
+            .collect();
+        let mut merger = Merger::default();
+        // From zero to the largest counters between two polls: the deltas are summed too.
+        merger.merge(&apps, vec![Ok(figures_with(0, 0)), Ok(figures_with(0, 0))]);
+        let max = || Ok(figures_with(u64::MAX, i64::MAX));
+        let s = merger.merge(&apps, vec![max(), max()]);
+        let pool = &s.pools[0];
+        assert_eq!(pool.instances, 2);
+        assert_eq!(
+            (pool.connections, pool.in_use, pool.wait_queue),
+            (i64::MAX, i64::MAX, i64::MAX)
+        );
+        assert_eq!(pool.max_size, 2 * u64::from(u32::MAX));
+        assert_eq!(pool.checkout_failures, u64::MAX);
+        let t = s.tenant("t1").expect("merged");
+        assert_eq!(t.operations, u64::MAX);
+        assert_eq!(t.errors, u64::MAX);
+        assert_eq!(t.in_flight, u64::MAX);
+        assert_eq!(t.recent_operations, u64::MAX);
+        assert!(t.ops_per_s.is_some_and(|r| r > 0.0), "{t:?}");
+        assert_eq!(t.latency_now_us, Some(1));
+        // The negative extreme saturates the other way.
+        let min = || Ok(figures_with(0, i64::MIN));
+        let s = merger.merge(&apps, vec![min(), min()]);
+        assert_eq!(s.pools[0].connections, i64::MIN);
+    }
+
+    #[test]
+    fn an_instance_sample_is_its_own_whatever_the_urls_look_like() {
+        // Two places in the list shown alike (the command line refuses it; the merger must
+        // not mix them up anyway): each keeps its own previous sample.
+        let a = super::super::parse_app_url("h:1/figures").unwrap();
+        let b = super::super::parse_app_url("h:1/figures/").unwrap();
+        assert_eq!(a.shown, b.shown);
+        let apps = [a, b];
+        let mut merger = Merger::default();
+        merger.merge(
+            &apps,
+            vec![Ok(figures_with(0, 0)), Ok(figures_with(100, 0))],
+        );
+        let s = merger.merge(
+            &apps,
+            vec![Ok(figures_with(10, 0)), Ok(figures_with(100, 0))],
+        );
+        // 10 new operations on the first, none on the second.
+        assert_eq!(s.instances[1].ops_per_s, Some(0.0));
+        assert!(s.instances[0].ops_per_s.is_some_and(|r| r > 0.0));
     }
 }

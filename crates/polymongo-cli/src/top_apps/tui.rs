@@ -88,6 +88,7 @@ pub(super) async fn run(
                 poll(client, apps, timeout).await
             } => {
                 snapshot = Some(merger.merge(apps, answers));
+                // The interval is at most a day (the command line's bound): no overflow.
                 next_poll = tokio::time::Instant::now() + interval;
             }
             key = input.recv() => match key {
@@ -129,8 +130,10 @@ fn table<'a>(
 }
 
 fn draw(f: &mut Frame, s: &AppsSnapshot, interval: Duration) {
-    let instances = s.instances.len() as u16 + 3;
-    let pools = s.pools.len().max(1) as u16 + 3;
+    // Rows plus borders and header; an instance can send any number of pools.
+    let height = |rows: usize| u16::try_from(rows).unwrap_or(u16::MAX).saturating_add(3);
+    let instances = height(s.instances.len());
+    let pools = height(s.pools.len().max(1));
     let [head, apps_area, pools_area, tenants_area] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(instances),
@@ -161,8 +164,13 @@ fn draw(f: &mut Frame, s: &AppsSnapshot, interval: Duration) {
                 String::new(),
             ],
             None => {
-                let (open, used, max) = i.pools.iter().fold((0, 0, 0), |(o, u, m), p| {
-                    (o + p.connections, u + p.in_use, m + u64::from(p.max_size))
+                // What the instance sent: summed saturating, never wrapping or panicking.
+                let (open, used, max) = i.pools.iter().fold((0i64, 0i64, 0u64), |(o, u, m), p| {
+                    (
+                        o.saturating_add(p.connections),
+                        u.saturating_add(p.in_use),
+                        m.saturating_add(u64::from(p.max_size)),
+                    )
                 });
                 vec![
                     i.url.clone(),
@@ -322,4 +330,53 @@ fn draw(f: &mut Frame, s: &AppsSnapshot, interval: Duration) {
         ),
         errors,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    use super::super::merge::{figures_with, ClusterPools};
+    use super::super::parse_app_url;
+    use super::*;
+
+    /// The screen `snapshot` is drawn as.
+    fn screen(snapshot: &AppsSnapshot) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        terminal
+            .draw(|f| draw(f, snapshot, Duration::from_secs(2)))
+            .unwrap();
+        terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    }
+
+    #[test]
+    fn an_instance_sending_the_largest_pool_figures_is_drawn_saturated() {
+        let mut figures = figures_with(u64::MAX, i64::MAX);
+        figures.pools.push(figures.pools[0].clone());
+        let apps = [parse_app_url("h:1").unwrap()];
+        let snapshot = Merger::default().merge(&apps, vec![Ok(figures)]);
+        // Its two pools' connections in use, summed without wrapping.
+        let screen = screen(&snapshot);
+        assert!(screen.contains(&i64::MAX.to_string()), "{screen}");
+    }
+
+    #[test]
+    fn more_pools_than_a_terminal_has_rows_are_drawn() {
+        let apps = [parse_app_url("h:1").unwrap()];
+        let mut snapshot = Merger::default().merge(&apps, vec![Ok(figures_with(1, 1))]);
+        // As many as the layout's u16 counts: with the borders, more.
+        snapshot.pools = vec![ClusterPools::default(); usize::from(u16::MAX)];
+        let screen = screen(&snapshot);
+        assert!(
+            screen.contains("Pools (summed over applications)"),
+            "{screen}"
+        );
+    }
 }
