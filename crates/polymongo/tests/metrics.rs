@@ -116,3 +116,47 @@ async fn exposition_agrees_with_stats_and_bounds_database_labels() {
     assert_eq!(inserts, expected as f64);
     poly.close_all(Duration::from_secs(5)).await;
 }
+
+/// Two clusters whose connection strings differ only in a secret (a password being rotated,
+/// say) have the same label once the secret is hidden: each pool still gets series of its
+/// own, or Prometheus refuses the whole scrape for a duplicate series.
+#[tokio::test]
+async fn clusters_that_differ_only_in_a_secret_are_distinct_series() {
+    let server = common::server().await;
+    // Credentials the test server does not check: the pools open (the monitor needs no
+    // authentication) and operations fail to authenticate, which is all this needs.
+    let with = |password: &str| {
+        server
+            .uri()
+            .replacen("://", &format!("://rotating:{password}@"), 1)
+    };
+    let poly = PolyMongo::builder()
+        .uri(with("OldPw1"))
+        .default_db("main")
+        .db("moved", DbConfig::new().uri(with("NewPw2")))
+        .build()
+        .await
+        .unwrap();
+    for db in ["main", "moved"] {
+        let _ = poly.ping(db).await;
+    }
+    common::eventually("both pools open", Duration::from_secs(10), || async {
+        let general = poly.stats().general();
+        (general.other_clusters.len() == 1
+            && general.other_clusters[0].state != polymongo::ConnectionState::Disconnected)
+            .then_some(())
+    })
+    .await;
+    let text = render(&poly);
+    for secret in ["OldPw1", "NewPw2"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    let pools: Vec<String> = samples(&text)
+        .into_iter()
+        .filter(|(n, _, _)| n == "polymongo_pool_max_size")
+        .map(|(_, l, _)| l)
+        .collect();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    assert_ne!(pools[0], pools[1], "two pools under one label set");
+    poly.close_all(Duration::from_secs(5)).await;
+}

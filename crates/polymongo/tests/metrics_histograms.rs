@@ -611,3 +611,52 @@ fn same_labels(have: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
         })
     })
 }
+
+/// A database re-routed while a handle taken before still holds its old entry has two sets of
+/// counters alive at once, both busy; the exposition still shows it as one series per family
+/// (a second series with the same labels makes Prometheus reject the whole scrape).
+#[tokio::test]
+async fn a_database_rerouted_under_a_held_handle_is_one_series() {
+    let server = common::server().await;
+    let poly = common::manager(&server, 4).await;
+    let old = poly.model::<Item>().db("rerouted").unwrap();
+    for _ in 0..3 {
+        old.run(|c| c.find_one(doc! {})).await.unwrap();
+    }
+    poly.scale()
+        .set_db(
+            &["rerouted"],
+            polymongo::DbConfig::new().read_concern(mongodb::options::ReadConcern::local()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        timed_op(&poly, "rerouted", Duration::ZERO).await;
+    }
+    old.run(|c| c.find_one(doc! {})).await.unwrap();
+    let samples = parse(&render(&poly));
+    let rows: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "polymongo_db_errors_total")
+        .collect();
+    let shown = rows
+        .iter()
+        .filter(|s| s.labels["database"] == "rerouted")
+        .count();
+    assert_eq!(shown, 1, "{rows:?}");
+    let mut series: Vec<(&str, &BTreeMap<String, String>)> = samples
+        .iter()
+        .map(|s| (s.name.as_str(), &s.labels))
+        .collect();
+    let all = series.len();
+    series.sort();
+    series.dedup();
+    assert_eq!(series.len(), all, "a series written twice");
+    assert_eq!(
+        total(&[&samples], &format!("{LATENCY}_count")),
+        6.0,
+        "every operation counted once"
+    );
+    drop(old);
+    poly.close_all(Duration::from_secs(5)).await;
+}

@@ -2,7 +2,9 @@
 //! typo, passwords with every special character, secrets in every secret-bearing option —
 //! go through every public place a URI can surface (`redact_uri`, `Options` and builder
 //! `Debug`, `Error::Config` `Display`/`Debug` for the main URI and a database's URI, the
-//! manager's options, stats and metrics when it builds) and the secret is never there.
+//! manager's options, stats, `Debug`, the figures document (as `Debug` and as JSON), the
+//! metrics text and the `prometheus_client` collector's output when it builds) and the
+//! secret is never there.
 //! No server is needed: managers are cold-started and never connect.
 
 use polymongo::{DbConfig, Options, PolyMongo};
@@ -192,13 +194,41 @@ async fn every_output(case: &Case) -> Vec<(&'static str, String)> {
             Ok(poly) => {
                 out.push((place, format!("{:?}", poly.options())));
                 out.push((place, format!("{:?}", poly.stats().general())));
+                out.push((place, format!("{poly:?}")));
+                let figures = polymongo::Figures::take(&poly);
+                out.push((place, format!("{figures:?}")));
+                // JSON escapes some characters a secret may hold: read back, it is the
+                // document's text as a client sees it.
+                let json = serde_json::to_value(&figures).unwrap_or_default();
+                out.push((place, json_strings(&json)));
                 #[cfg(feature = "metrics")]
                 out.push((place, polymongo::metrics::render(&poly)));
+                #[cfg(feature = "prometheus-client")]
+                {
+                    let mut registry = prometheus_client::registry::Registry::default();
+                    registry.register_collector(Box::new(polymongo::metrics::collector(&poly)));
+                    let mut text = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                    out.push((place, text));
+                }
                 poly.force_close_all().await;
             }
         }
     }
     out
+}
+
+/// Every string in a JSON document, unescaped, one a line.
+fn json_strings(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => format!("{s}\n"),
+        serde_json::Value::Array(a) => a.iter().map(json_strings).collect(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}\n{}", json_strings(v)))
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 proptest! {

@@ -456,3 +456,83 @@ async fn no_span_field_or_event_quotes_a_duplicate_keys_value() {
     }
     poly.close_all(Duration::from_secs(5)).await;
 }
+
+/// Connection strings a user may really write, with secrets where a naive parse goes wrong:
+/// percent-encoded `@ : / ?` in the password, a user alone, a secret in the options, several
+/// hosts (options that need TLS or a proxy do not build here; `redaction.rs` covers them
+/// without a server). Each manager runs one operation (which fails: the server knows no such user, or
+/// nothing answers on the second host); no span field or event shows a secret, and
+/// `server.address` / `server.port` are the first host's.
+#[tokio::test]
+async fn no_span_field_shows_a_secret_of_hostile_connection_strings() {
+    let (spans, _guard) = Spans::listen();
+    let server = server().await;
+    let base = server.uri();
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let (host, _) = rest.split_once('/').unwrap_or((rest, ""));
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("{scheme}://ops:Pw%40x1%3Ay2%2Fz3%3Fw4@{host}/?directConnection=true"),
+            vec!["Pw%40x1%3Ay2%2Fz3%3Fw4", "Pw@x1:y2/z3?w4"],
+        ),
+        (
+            format!("{scheme}://Us3rOnlyName@{host}/?directConnection=true"),
+            vec![],
+        ),
+        (
+            format!(
+                "{scheme}://ops:Pw1@{host}/?directConnection=true&authMechanismProperties=AWS_SESSION_TOKEN:T0kSecret9"
+            ),
+            vec!["T0kSecret9"],
+        ),
+        (
+            format!("{scheme}://ops:MultiH0stPw@{host},127.0.0.1:1/"),
+            vec!["MultiH0stPw"],
+        ),
+    ];
+    for (i, (uri, secrets)) in cases.iter().enumerate() {
+        let Ok(poly) = polymongo::PolyMongo::builder()
+            .uri(uri)
+            .default_db("main")
+            .max_pool_size(2)
+            .server_selection_timeout(Duration::from_millis(300))
+            .retry(1, Duration::from_millis(1))
+            .build()
+            .await
+        else {
+            panic!("{} does not build", polymongo::redact_uri(uri));
+        };
+        let before = spans.named("polymongo.op").len();
+        let database = format!("hostile_{i}");
+        let _ = poly
+            .model::<Event>()
+            .db(&database)
+            .unwrap()
+            .run(|c| c.find_one(doc! {}))
+            .await;
+        let ops = spans.named("polymongo.op");
+        assert_eq!(ops.len(), before + 1, "{ops:#?}");
+        let span = &ops[before];
+        let (host, port) = host_and_port(uri);
+        assert_eq!(span.get("server.address"), Some(host.as_str()), "{span:?}");
+        assert_eq!(span.get("server.port"), Some(port.as_str()), "{span:?}");
+        for seen in spans.seen.lock().unwrap().iter() {
+            for (key, value) in &seen.fields {
+                for secret in secrets {
+                    assert!(!value.contains(secret), "{key} shows {secret}: {value}");
+                }
+            }
+        }
+        for event in spans.events.lock().unwrap().iter() {
+            for (key, value) in event {
+                for secret in secrets {
+                    assert!(
+                        !value.contains(secret),
+                        "event {key} shows {secret}: {value}"
+                    );
+                }
+            }
+        }
+        poly.force_close_all().await;
+    }
+}

@@ -69,7 +69,8 @@ pub struct Figures {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct FiguresPool {
-    /// The cluster's URI, password redacted (dedicated pools add the database's name).
+    /// The cluster's URI, password redacted (dedicated pools add the database's name), with
+    /// ` (#2)`, ` (#3)` … after it when the manager has clusters that differ only in a secret.
     pub cluster: String,
     /// `shared` or `dedicated`.
     pub kind: String,

@@ -7,7 +7,6 @@ use crate::features::ping::ping;
 use crate::floor::config::Options;
 use crate::floor::db_config::DbConfig;
 use crate::floor::error::{Error, Result};
-use crate::floor::redact::redact_uri;
 use crate::pool::cluster::{ClusterPool, PoolEnv, PoolKind};
 use crate::registry::routes::Route;
 use crate::registry::Registry;
@@ -112,7 +111,7 @@ impl<'a> Scale<'a> {
                         Arc::clone(&old.pool)
                     }
                     _ => Arc::new(ClusterPool::new(
-                        format!("{} (database {name})", redact_uri(cluster_uri)),
+                        format!("{} (database {name})", router.cluster_label(cluster_uri)),
                         PoolKind::Dedicated,
                         client_options,
                         self.env,
@@ -128,7 +127,7 @@ impl<'a> Scale<'a> {
                         .await
                         .map_err(db_err)?;
                     let pool = ClusterPool::new(
-                        redact_uri(cluster_uri),
+                        router.cluster_label(cluster_uri),
                         PoolKind::Shared,
                         client_options,
                         self.env,

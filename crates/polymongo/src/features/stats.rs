@@ -54,7 +54,8 @@ pub struct GeneralStats {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct PoolInfo {
-    /// The cluster's URI, password redacted (dedicated pools add the database's name).
+    /// The cluster's URI, password redacted (dedicated pools add the database's name), with
+    /// ` (#2)`, ` (#3)` … after it when the manager has clusters that differ only in a secret.
     pub cluster: String,
     /// Shared or dedicated.
     pub kind: PoolKind,
@@ -199,13 +200,15 @@ impl<'a> Stats<'a> {
         self.general_with(true)
     }
 
-    /// [`general`](Self::general), with or without each pool's list of database names (the
-    /// metrics render has no use for them, and copying them is most of the call).
-    pub(crate) fn general_with(&self, names: bool) -> GeneralStats {
+    /// [`general`](Self::general), with or without each pool's list of database names and
+    /// each dedicated pool's owner configuration (the metrics render and the figures use
+    /// neither: copying the names is most of the call, and finding an owner scans every
+    /// configured route, which would make a render O(dedicated pools × routes)).
+    pub(crate) fn general_with(&self, details: bool) -> GeneralStats {
         let registry = self.registry;
         let routes = registry.routes();
         let info = |pool: &Arc<ClusterPool>| {
-            let (database_count, databases) = if names {
+            let (database_count, databases) = if details {
                 pool.served()
             } else {
                 (pool.served_count(), Vec::new())
@@ -219,7 +222,7 @@ impl<'a> Stats<'a> {
                 databases,
                 database_count,
                 idle_ms: dedicated.then(|| pool.idle_ms()),
-                config: dedicated
+                config: (details && dedicated)
                     .then(|| routes.owner_of(pool))
                     .flatten()
                     .map(|c| DbConfigView::from(&c)),
@@ -333,6 +336,8 @@ impl<'a> Stats<'a> {
     /// [`UsageStats::recent_operations`]), by operations or by time spent, among at most
     /// `max_tracked_databases` ranked ones; empty when usage analytics are off. A database
     /// that becomes busy displaces a quiet one at once, however many databases came before.
+    /// Each database is listed once: one re-routed while a handle still holds its old route
+    /// counts on two sets of counters for a while, and the busier is listed.
     /// Synchronous, no round trip; costs O(`max_tracked_databases`).
     pub fn top_databases(&self, n: usize, by: TopBy) -> Vec<UsageStats> {
         self.registry

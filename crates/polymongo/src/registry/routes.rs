@@ -13,6 +13,7 @@ use mongodb::Client;
 
 use crate::floor::db_config::DbConfig;
 use crate::floor::error::Result;
+use crate::floor::redact::redact_uri;
 use crate::pool::cluster::{ClusterPool, PoolKind};
 use crate::pool::retiring::Retiring;
 
@@ -47,6 +48,9 @@ pub(crate) struct Routes {
     /// Serialises the opening of dedicated pools, so the bound holds under concurrency.
     opening: Mutex<()>,
     retiring: Arc<Retiring>,
+    /// The connection strings of every cluster labelled so far, by label: see
+    /// [`cluster_label`](Self::cluster_label). Bounded by the clusters configured.
+    labels: Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl fmt::Debug for Routes {
@@ -65,7 +69,10 @@ impl Routes {
         max_dedicated: usize,
         retiring: Arc<Retiring>,
     ) -> Self {
+        let labels =
+            std::collections::HashMap::from([(main.label().to_owned(), vec![main_uri.clone()])]);
         Self {
+            labels: Mutex::new(labels),
             main,
             main_uri,
             shared: DashMap::new(),
@@ -79,6 +86,30 @@ impl Routes {
 
     fn draining(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ClusterPool>>> {
         self.draining.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The label of the cluster at `uri` (pools, metrics, figures, spans): its connection
+    /// string with the secrets hidden, followed by ` (#2)`, ` (#3)` … when clusters labelled
+    /// earlier hide to the same string. Two strings that differ only in a secret (a password
+    /// being rotated) would otherwise label two pools alike, and two metric series with the
+    /// same labels make Prometheus refuse the whole scrape. A cluster keeps its label for the
+    /// manager's life.
+    pub(crate) fn cluster_label(&self, uri: &str) -> String {
+        let base = redact_uri(uri);
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        let uris = labels.entry(base.clone()).or_default();
+        let n = match uris.iter().position(|u| u == uri) {
+            Some(n) => n,
+            None => {
+                uris.push(uri.to_owned());
+                uris.len() - 1
+            }
+        };
+        if n == 0 {
+            base
+        } else {
+            format!("{base} (#{})", n + 1)
+        }
     }
 
     /// The pool of the main cluster (the `uri` option).

@@ -120,14 +120,47 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Counters of one database (or of an aggregate).
-pub(crate) struct DbUsage {
+/// A latency bucket's counter: 4 bytes in a database's counters (every cached database
+/// carries 28), 8 in the manager-wide aggregates, which count every database's operations
+/// and would pass 2^32 in a bucket within days on a busy service.
+pub(crate) trait Bucket: Send + Sync {
+    fn zero() -> Self;
+    fn add(&self, n: u64);
+    fn get(&self) -> u64;
+}
+
+impl Bucket for AtomicU32 {
+    fn zero() -> Self {
+        AtomicU32::new(0)
+    }
+    fn add(&self, n: u64) {
+        self.fetch_add(n as u32, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        u64::from(self.load(Ordering::Relaxed))
+    }
+}
+
+impl Bucket for AtomicU64 {
+    fn zero() -> Self {
+        AtomicU64::new(0)
+    }
+    fn add(&self, n: u64) {
+        self.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one database, or (with 64-bit buckets) of an aggregate.
+pub(crate) struct DbUsage<B: Bucket = AtomicU32> {
     name: Box<str>,
     ops: [AtomicU64; COMMANDS.len() + 1],
     errors: AtomicU64,
     in_flight: AtomicU64,
     total_us: AtomicU64,
-    latency: [AtomicU32; BUCKETS],
+    latency: [B; BUCKETS],
     last_used_ms: AtomicU64,
     /// The window `current_*` count in (index since the clock's origin).
     window: AtomicU64,
@@ -147,7 +180,7 @@ pub(crate) struct DbUsage {
 /// The next [`DbUsage::generation`].
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-impl DbUsage {
+impl<B: Bucket> DbUsage<B> {
     pub(crate) fn new(name: &str) -> Self {
         Self {
             name: name.into(),
@@ -155,7 +188,7 @@ impl DbUsage {
             errors: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             total_us: AtomicU64::new(0),
-            latency: std::array::from_fn(|_| AtomicU32::new(0)),
+            latency: std::array::from_fn(|_| B::zero()),
             last_used_ms: AtomicU64::new(0),
             window: AtomicU64::new(0),
             current_ops: AtomicU64::new(0),
@@ -227,19 +260,19 @@ impl DbUsage {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.total_us.fetch_add(us, Ordering::Relaxed);
         self.current_us.fetch_add(us, Ordering::Relaxed);
-        self.latency[bucket(duration)].fetch_add(1, Ordering::Relaxed);
+        self.latency[bucket(duration)].add(1);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Adds `other`'s totals to these (an entry forgotten, folded into the aggregate).
-    fn absorb(&self, other: &DbUsage) {
+    fn absorb(&self, other: &DbUsage<impl Bucket>) {
         for (mine, theirs) in self.ops.iter().zip(&other.ops) {
             mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         for (mine, theirs) in self.latency.iter().zip(&other.latency) {
-            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+            mine.add(theirs.get());
         }
         self.errors
             .fetch_add(other.errors.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -265,7 +298,7 @@ impl DbUsage {
         let (recent_operations, recent_time_us) = self.recent(window);
         let total_time_us = self.total_us.load(Ordering::Relaxed);
         let latency = DurationHistogram {
-            counts: std::array::from_fn(|i| u64::from(self.latency[i].load(Ordering::Relaxed))),
+            counts: std::array::from_fn(|i| self.latency[i].get()),
             sum_us: total_time_us,
         };
         UsageStats {
@@ -330,7 +363,9 @@ pub struct UsageStats {
     /// process, so the histograms of many databases or many instances add up (the metrics
     /// export it as `polymongo_db_command_duration_seconds`). `latency.count()` is the
     /// operations finished: [`operations`](Self::operations) minus
-    /// [`in_flight`](Self::in_flight).
+    /// [`in_flight`](Self::in_flight). A database's buckets count up to 2^32 operations each
+    /// (4 bytes, carried by every cached database); the total's and
+    /// [`OTHER_DATABASES`]'s up to 2^64.
     pub latency: DurationHistogram,
     /// Which counters these figures were read from (a database forgotten and counted again
     /// gets new ones).
@@ -356,8 +391,8 @@ pub(crate) struct Usage {
     /// The quietest member's recent count while the board is full (0 otherwise): a database
     /// must pass it to enter.
     threshold: AtomicU64,
-    other: DbUsage,
-    total: DbUsage,
+    other: DbUsage<AtomicU64>,
+    total: DbUsage<AtomicU64>,
     /// The metrics' rows: baselines of the databases shown at the last scrape.
     metric_rows: MetricRows,
 }
@@ -528,8 +563,23 @@ impl Usage {
             let n = n.min(keys.len());
             if n < keys.len() {
                 keys.select_nth_unstable_by_key(n, |(key, _)| std::cmp::Reverse(*key));
-                keys.truncate(n);
             }
+            // A database re-routed while a handle still holds its old entry has two sets of
+            // counters on the board under one name: listed twice, the metrics would write
+            // two series with the same labels, which Prometheus refuses for the whole
+            // scrape. The busier is listed; the other's figures stay in the total, so the
+            // metrics sum them under `(other databases)`. Rare, so the ranking above stays a
+            // selection and only a duplicate costs a full sort.
+            let mut names = std::collections::HashSet::with_capacity(n);
+            if !keys[..n]
+                .iter()
+                .all(|(_, i)| names.insert(&*board[*i].name))
+            {
+                keys.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+                names.clear();
+                keys.retain(|(_, i)| names.insert(&*board[*i].name));
+            }
+            keys.truncate(n);
             keys.into_iter()
                 .map(|(key, i)| (key, Arc::clone(&board[i])))
                 .collect()
@@ -601,9 +651,26 @@ mod tests {
         assert_eq!(usage.total_stats().operations, 15);
     }
 
+    /// The manager-wide aggregates count every database's operations, so a bucket of theirs
+    /// passes 2^32 after some days of a busy service: it must go on counting (the
+    /// `(other databases)` latency series and `latency.count()` of the total are read from
+    /// them), not wrap to a small number.
+    #[test]
+    fn the_aggregates_latency_buckets_count_past_u32() {
+        let usage = Usage::new(3, UsageAnalytics::Operations);
+        usage.total.latency[7].add(u64::from(u32::MAX));
+        usage.other.latency[7].add(u64::from(u32::MAX));
+        let db = Arc::new(DbUsage::new("busy"));
+        usage.started(&db, 0);
+        usage.finished(&db, Duration::from_micros(100), false);
+        assert_eq!(usage.total_stats().latency.counts[7], 1 << 32);
+        usage.forget(&db);
+        assert_eq!(usage.other_stats().latency.counts[7], 1 << 32);
+    }
+
     #[test]
     fn recent_counts_age_out() {
-        let u = DbUsage::new("x");
+        let u: DbUsage = DbUsage::new("x");
         u.started(0, 7, 1);
         u.finished(Duration::from_micros(5), false);
         assert_eq!(u.recent(7), (1, 5));
@@ -616,7 +683,7 @@ mod tests {
 
     #[test]
     fn percentiles_follow_the_distribution() {
-        let u = DbUsage::new("x");
+        let u: DbUsage = DbUsage::new("x");
         for _ in 0..90 {
             u.in_flight.fetch_add(1, Ordering::Relaxed);
             u.finished(Duration::from_micros(100), false);

@@ -115,7 +115,6 @@ use crate::features::migrate::{Migrations, Migrator};
 use crate::floor::config::Options;
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_database_name;
-use crate::floor::redact::redact_uri;
 use crate::floor::striped::StripedCounter;
 use crate::handle::model::{DbHandle, Model};
 use crate::handle::slot::ConnectionSlot;
@@ -272,7 +271,7 @@ impl Directory {
                             },
                         )?;
                         let pool = ClusterPool::new(
-                            redact_uri(&c.uri),
+                            routes.cluster_label(&c.uri),
                             PoolKind::Shared,
                             client_options,
                             env,
