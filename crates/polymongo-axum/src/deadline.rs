@@ -57,6 +57,9 @@ impl RequestLimits {
 }
 
 /// Where a request stands, for what its deadline answers.
+/// Where a request limit too long for an instant puts the deadline.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
 const OUTSIDE: u8 = 0;
 const PREPARING: u8 = 1;
 const HANDED: u8 = 2;
@@ -73,7 +76,11 @@ pub(crate) struct RequestClock {
 impl RequestClock {
     pub(crate) fn start(limits: RequestLimits) -> Self {
         RequestClock {
-            deadline: Instant::now() + limits.request,
+            // A limit too long to name an instant (`Duration::MAX` for "no limit") would
+            // panic on every request: such a deadline is 30 years away, which is no limit.
+            deadline: Instant::now()
+                .checked_add(limits.request)
+                .unwrap_or_else(|| Instant::now() + FAR_FUTURE),
             queue: limits.queue,
             phase: AtomicU8::new(OUTSIDE),
         }

@@ -261,9 +261,9 @@ impl TenancyBuilder {
     }
 
     /// How long a request may take in all before it is answered 504 `timeout` (or 503 `busy`
-    /// if its handler had not started). Default 10 s; see [`RequestLimits`]. Set the drain
-    /// deadline of [`serve`](crate::serve) above it, so that a shutdown lets every request
-    /// meet its own deadline first.
+    /// if its handler had not started). Default 10 s; `Duration::MAX`: no limit. See
+    /// [`RequestLimits`]. Set the drain deadline of [`serve`](crate::serve) above it, so that
+    /// a shutdown lets every request meet its own deadline first.
     pub fn request_timeout(mut self, limit: Duration) -> Self {
         self.policy.limits.request = limit;
         self

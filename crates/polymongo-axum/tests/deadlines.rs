@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use common::{eventually, raw, raw_texts, send, server, Note, Req};
 use polymongo::PolyMongo;
 use polymongo_axum::{DbError, Tenancy, Tenant};
+use polymongo_testkit::TestServer;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -68,6 +69,16 @@ fn gated_app(tenancy: Tenancy) -> (Router, Gate) {
     (app, gate)
 }
 
+/// A manager whose pool holds two connections.
+async fn two_connections(server: &TestServer) -> PolyMongo {
+    PolyMongo::builder()
+        .uri(server.uri())
+        .max_pool_size(2)
+        .build()
+        .await
+        .unwrap()
+}
+
 fn post_note(text: &str) -> Req {
     Req::post("/notes", json!({ "text": text })).header("x-tenant", "a")
 }
@@ -75,12 +86,7 @@ fn post_note(text: &str) -> Req {
 #[tokio::test]
 async fn a_full_pool_is_answered_503_before_the_handler_runs_and_nothing_is_sent() {
     let server = server().await;
-    let poly = PolyMongo::builder()
-        .uri(server.uri())
-        .max_pool_size(2)
-        .build()
-        .await
-        .unwrap();
+    let poly = two_connections(&server).await;
     let (app, gate) = gated_app(tenancy(
         &poly,
         Duration::from_millis(200),
@@ -178,4 +184,23 @@ async fn raw_post(addr: std::net::SocketAddr, text: &str) -> (u16, bool, String)
         .unwrap_or(0);
     let retry_after = answer.to_ascii_lowercase().contains("\r\nretry-after:");
     (status, retry_after, answer)
+}
+
+/// A request limit too long to name an instant (`Duration::MAX`, "no limit") serves requests:
+/// the layer computed each request's deadline as `now + limit`, which panicked.
+#[tokio::test]
+async fn a_request_limit_of_duration_max_serves_requests() {
+    let server = server().await;
+    let poly = two_connections(&server).await;
+    let (app, gate) = gated_app(tenancy(&poly, Duration::MAX, Duration::MAX));
+    gate.go.add_permits(1);
+    assert_eq!(
+        send(&app, post_note("unbounded")).await.0,
+        StatusCode::CREATED
+    );
+    let raw = raw(&server).await;
+    assert_eq!(
+        raw_texts(&raw, "tenant_a").await,
+        vec!["unbounded".to_owned()]
+    );
 }

@@ -460,6 +460,23 @@ async fn a_held_lock_blocks_and_an_expired_one_is_taken_over() {
     assert!(lock_doc(&db).await.is_none());
 }
 
+/// A wait too long to name an instant ("wait for as long as it takes") is a wait, not a
+/// panic: the first call computed its deadline as `now + wait`.
+#[tokio::test]
+async fn a_lock_wait_of_duration_max_waits_and_applies() {
+    let (_server, poly, db) = setup("tenant_lw", 4).await;
+    let migrations = counting_set(2);
+    let report = poly
+        .migrator()
+        .lock_wait(Duration::MAX)
+        .apply("tenant_lw", &migrations)
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 2);
+    assert_eq!(runs(&db, 2).await, [1, 1]);
+    assert!(lock_doc(&db).await.is_none());
+}
+
 #[tokio::test]
 async fn the_lock_is_renewed_while_a_long_step_runs() {
     let (_server, poly, db) = setup("tenant_r", 4).await;

@@ -142,7 +142,8 @@ impl<'r> Migrator<'r> {
     }
 
     /// How long to wait for another runner's lock before
-    /// [`MigrationError::LockHeld`]; default [`DEFAULT_LOCK_WAIT`]. Zero: one attempt.
+    /// [`MigrationError::LockHeld`]; default [`DEFAULT_LOCK_WAIT`]. Zero: one attempt;
+    /// `Duration::MAX`: until the lock is free.
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self
@@ -420,14 +421,15 @@ impl Runner {
     }
 
     async fn acquire(&self, database: &str) -> Result<Acquired> {
-        let deadline = Instant::now() + self.wait;
+        // `None`: a wait too long to name an instant (`Duration::MAX`), which waits for good.
+        let deadline = Instant::now().checked_add(self.wait);
         loop {
             let holder = match self.lock.try_acquire().await? {
                 Ok(acquired) => return Ok(acquired),
                 Err(holder) => holder,
             };
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(MigrationError::LockHeld {
                     database: database.to_owned(),
                     owner: holder.owner,
@@ -438,7 +440,7 @@ impl Runner {
                 }
                 .into());
             }
-            tokio::time::sleep(LOCK_POLL.min(deadline - now)).await;
+            tokio::time::sleep(deadline.map_or(LOCK_POLL, |d| LOCK_POLL.min(d - now))).await;
         }
     }
 
