@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
-use polymongo::bulk::{CollectionDump, Dump, ImportOptions, WriteMode};
+use polymongo::bulk::{CollectionDump, Dump, ExportOptions, ImportOptions, WriteMode};
 use polymongo::{ConnectionState, DbConfig, Error, Model, PolyMongo};
 use polymongo_testkit::{FaultProxy, TestServer};
 use serde::{Deserialize, Serialize};
@@ -898,4 +898,528 @@ async fn cut_imports(server: &TestServer, raw: &mongodb::Client) {
     )
     .await;
     poly.close_all(Duration::from_secs(5)).await;
+}
+
+/// [`CUTS_MS`] and, for a proxy adding 20 ms a leg, cuts that land in later round trips.
+fn slow_cuts() -> Vec<u64> {
+    CUTS_MS.into_iter().chain([60, 80, 120, 160, 200]).collect()
+}
+
+/// A manager through `proxy` with a pool of 4, whose databases are forgotten 200 ms after
+/// their last use (so a lease a cut future kept shows as a database still cached).
+async fn manager_through(server: &TestServer, proxy: &FaultProxy) -> PolyMongo {
+    PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .max_pool_size(4)
+        .database_idle_timeout(ms(200))
+        .build()
+        .await
+        .expect("manager builds")
+}
+
+/// Whether `db.accounts` has the index [`Account`] declares, through an independent client.
+async fn has_account_index(raw: &mongodb::Client, db: &str) -> Result<bool, String> {
+    let mut indexes = raw
+        .database(db)
+        .run_cursor_command(doc! { "listIndexes": "accounts" })
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(index) = indexes.try_next().await.map_err(|e| e.to_string())? {
+        if index
+            .get_document("key")
+            .is_ok_and(|k| k.contains_key("email"))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether database `db` still holds collection `accounts`, through an independent client.
+async fn has_accounts(raw: &mongodb::Client, db: &str) -> Result<bool, String> {
+    let names = raw
+        .database(db)
+        .list_collection_names()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(names.iter().any(|n| n == "accounts"))
+}
+
+/// Which drop of the library a cut lands in.
+#[derive(Debug, Clone, Copy)]
+enum CutDrop {
+    DropDatabase,
+    ImportDroppingFirst,
+    CopyDroppingFirst,
+}
+
+#[tokio::test]
+async fn drops_cut_after_the_server_dropped_still_renew_the_models_indexes() {
+    let server = common::server().await;
+    let raw = common::raw(&server).await;
+    let proxy = proxy_for(&server).await;
+    // Databases stay cached (the default idle timeout): a forgotten entry would make the
+    // marks afresh and hide what a cut left in the old one.
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .max_pool_size(4)
+        .build()
+        .await
+        .expect("manager builds");
+    let accounts = poly.model::<Account>();
+    // Each leg of a round trip takes `LEG`: a cut between one and two legs after the request
+    // was written lands after the server dropped the database and before its answer came.
+    const LEG: u64 = 100;
+    let empty = Dump::new("empty", Vec::new());
+    let mut stale = Vec::new();
+    let (mut landed, mut missed) = (std::collections::BTreeMap::new(), Vec::new());
+    for kind in [
+        CutDrop::DropDatabase,
+        CutDrop::ImportDroppingFirst,
+        CutDrop::CopyDroppingFirst,
+    ] {
+        // The copy reads its (empty, never created) source first: one round trip more.
+        let write_at = match kind {
+            CutDrop::CopyDroppingFirst => 2 * LEG,
+            _ => 0,
+        };
+        for cut in [LEG * 14 / 10, LEG * 16 / 10, LEG * 18 / 10].map(|c| c + write_at) {
+            let db = format!("cut_drop_{}_{cut}", kind as u8);
+            // The model used once: its index made and marked as made in the entry.
+            proxy.pass_through();
+            let a = accounts.acquire(&db).await.unwrap();
+            a.run(|c| {
+                c.insert_one(Account {
+                    email: "a@example.com".into(),
+                })
+            })
+            .await
+            .unwrap();
+            drop(a);
+            assert_eq!(has_account_index(&raw, &db).await, Ok(true), "{db}");
+            // The connection the drop will use is open: no handshake in the cut's window.
+            poly.ping(&db).await.unwrap();
+
+            proxy.set_latency(ms(LEG));
+            let bulk = poly.bulk();
+            let options = ImportOptions::default().drop_target_first(true);
+            let outcome = match kind {
+                CutDrop::DropDatabase => tokio::time::timeout(ms(cut), bulk.drop_database(&db))
+                    .await
+                    .map(|r| r.map(drop)),
+                CutDrop::ImportDroppingFirst => {
+                    tokio::time::timeout(ms(cut), bulk.import(&db, &empty, options))
+                        .await
+                        .map(|r| r.map(drop))
+                }
+                CutDrop::CopyDroppingFirst => {
+                    tokio::time::timeout(ms(cut), bulk.copy_database("never_created", &db, options))
+                        .await
+                        .map(|r| r.map(drop))
+                }
+            };
+            assert!(
+                outcome.is_err(),
+                "{kind:?} cut after {cut} ms finished first: {outcome:?}; the cut must land \
+                 between the drop and its answer"
+            );
+            proxy.pass_through();
+            // Only a cut that landed after the server dropped tests the case: on a loaded
+            // machine the drop may not have been written before the cut, and then nothing was
+            // dropped. Such a cut is counted, not failed; each kind must land at least once.
+            if !dropped_within(&raw, &db, Duration::from_secs(3)).await {
+                missed.push(format!("{kind:?} cut after {cut} ms"));
+                continue;
+            }
+            *landed.entry(kind as u8).or_insert(0) += 1;
+            // The next use of the model makes its index again, as after a drop that finished.
+            let a = tokio::time::timeout(HANG, accounts.acquire(&db))
+                .await
+                .expect("acquire hung")
+                .unwrap();
+            a.run(|c| {
+                c.insert_one(Account {
+                    email: "b@example.com".into(),
+                })
+            })
+            .await
+            .unwrap();
+            drop(a);
+            match has_account_index(&raw, &db).await {
+                Ok(true) => {}
+                seen => stale.push(format!("{kind:?} cut after {cut} ms: {seen:?}")),
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "after drops cut once the server had dropped, the next acquire did not make the \
+         model's index again: {stale:#?}"
+    );
+    assert_eq!(
+        landed.len(),
+        3,
+        "every kind of drop needs a cut that landed after the server dropped; landed per \
+         kind {landed:?}, cut before the drop was sent: {missed:?}"
+    );
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+/// Whether `db`'s `accounts` collection is gone within `deadline` (polled).
+async fn dropped_within(raw: &mongodb::Client, db: &str, deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if has_accounts(raw, db).await == Ok(false) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+}
+
+/// The manager at rest after cut work: pools with nothing checked out or waiting, and every
+/// database forgotten once idle (no lease or entry held by a dropped future).
+async fn manager_at_rest(poly: &PolyMongo, who: &str) {
+    settle(
+        &format!("{who}: pools at rest and every database forgotten"),
+        HANG,
+        || {
+            std::future::ready({
+                let mut busy = Vec::new();
+                if let Err(e) = pools_at_rest(poly) {
+                    busy.push(e);
+                }
+                match poly.cached_databases() {
+                    0 => {}
+                    n => busy.push(format!("{n} databases still cached")),
+                }
+                match poly.open_change_streams() {
+                    0 => {}
+                    n => busy.push(format!("{n} change streams open")),
+                }
+                if busy.is_empty() {
+                    Ok(())
+                } else {
+                    Err(busy.join("; "))
+                }
+            })
+        },
+    )
+    .await;
+}
+
+/// Cuts `op` after every delay of `cuts`; returns how many finished before their cut.
+async fn cut_each<F, Fut, T>(cuts: &[u64], mut op: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = polymongo::Result<T>>,
+{
+    let mut finished = 0;
+    for &cut in cuts {
+        if let Ok(r) = tokio::time::timeout(ms(cut), op()).await {
+            if let Err(e) = r {
+                panic!("an operation not cut failed (cut after {cut} ms): {e}");
+            }
+            finished += 1;
+        }
+    }
+    finished
+}
+
+#[tokio::test]
+async fn cut_reads_leave_no_lease_connection_or_figure_behind() {
+    let server = common::server().await;
+    let raw = common::raw(&server).await;
+    for n in 0..300 {
+        raw.database("cut_reads")
+            .collection::<Item>("items")
+            .insert_one(Item { n })
+            .await
+            .unwrap();
+    }
+    let proxy = proxy_for(&server).await;
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .max_pool_size(4)
+        .database_idle_timeout(ms(200))
+        .db("cut_dedicated", DbConfig::new().max_connections(2))
+        .build()
+        .await
+        .unwrap();
+    poly.ping("cut_reads").await.unwrap();
+    proxy.set_latency(ms(20));
+    let cuts = slow_cuts();
+    let bulk = poly.bulk();
+    let stats = poly.stats();
+    for db in ["cut_reads", "cut_dedicated"] {
+        let n = cut_each(&cuts, || poly.ping(db)).await;
+        eprintln!(
+            "ping({db}): {n} of {} finished before their cut",
+            cuts.len()
+        );
+        let n = cut_each(&cuts, || stats.db(db)).await;
+        eprintln!("stats().db({db}): {n} finished");
+        for gzip in [false, true] {
+            let n = cut_each(&cuts, || {
+                let options = ExportOptions::default().gzip(gzip).batch_size(50);
+                bulk.export_stream(db, tokio::io::sink(), options)
+            })
+            .await;
+            eprintln!("export_stream({db}, gzip {gzip}): {n} finished");
+        }
+    }
+    let n = cut_each(&cuts, || poly.connect()).await;
+    eprintln!("connect: {n} finished");
+    let n = cut_each(&cuts, || stats.list_databases()).await;
+    eprintln!("list_databases: {n} finished");
+    proxy.pass_through();
+    manager_at_rest(&poly, "cut reads").await;
+
+    // Each works whole afterwards, and the export is the whole database.
+    poly.ping("cut_dedicated").await.unwrap();
+    let stats = poly.stats().db("cut_reads").await.unwrap();
+    assert_eq!(stats.collections.len(), 1, "{stats:?}");
+    let mut out = Vec::new();
+    let report = bulk
+        .export_stream("cut_reads", &mut out, ExportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.documents, 300, "{report:?}");
+    assert_eq!(
+        Dump::read_from(&out[..]).unwrap().collections[0]
+            .documents
+            .len(),
+        300
+    );
+    poly.close_all(Duration::from_secs(5)).await;
+    assert_eq!(poly.live_clients(), 0);
+}
+
+#[tokio::test]
+async fn cut_watches_leave_no_stream_or_lease_behind() {
+    let Some(server) =
+        polymongo_testkit::server_for(&[polymongo_testkit::Capability::ChangeStreams]).await
+    else {
+        return;
+    };
+    let proxy = proxy_for(&server).await;
+    let poly = manager_through(&server, &proxy).await;
+    let items = poly.model::<Item>();
+    poly.ping("cut_watch").await.unwrap();
+    proxy.set_latency(ms(20));
+    let cuts = slow_cuts();
+    let (mut opened, mut opened_raw) = (Vec::new(), Vec::new());
+    for &cut in &cuts {
+        let h = items.db("cut_watch").unwrap();
+        if let Ok(stream) = tokio::time::timeout(ms(cut), h.watch()).await {
+            opened.push(stream.unwrap());
+        }
+        let cut_collection = tokio::time::timeout(
+            ms(cut),
+            poly.watch_collection("cut_watch", "other", [], None),
+        )
+        .await;
+        if let Ok(stream) = cut_collection {
+            opened_raw.push(stream.unwrap());
+        }
+    }
+    let opened_now = opened.len() + opened_raw.len();
+    eprintln!(
+        "watch: {opened_now} of {} opened before their cut",
+        2 * cuts.len()
+    );
+    // Streams that opened are counted and live; dropping them ends them.
+    assert_eq!(poly.open_change_streams(), opened_now);
+    drop((opened, opened_raw));
+    proxy.pass_through();
+    manager_at_rest(&poly, "cut watches").await;
+
+    // The next stream opens and delivers.
+    let h = items.db("cut_watch").unwrap();
+    let mut stream = tokio::time::timeout(HANG, h.watch())
+        .await
+        .expect("watch hung")
+        .unwrap();
+    assert_eq!(poly.open_change_streams(), 1);
+    h.insert_one(Item { n: 7 }).await.unwrap();
+    let event = tokio::time::timeout(HANG, stream.next())
+        .await
+        .expect("no event")
+        .expect("the stream ended")
+        .unwrap();
+    assert_eq!(event.full_document.map(|d| d.n), Some(7));
+    drop((stream, h));
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn cut_configurations_leave_one_route_and_no_stray_pool() {
+    let server = common::server().await;
+    let baseline = common::connections(&server).await;
+    let proxy = proxy_for(&server).await;
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .default_db("main")
+        .max_pool_size(4)
+        .max_dedicated_pools(2)
+        .build()
+        .await
+        .unwrap();
+    proxy.set_latency(ms(20));
+    let cuts = slow_cuts();
+    let names = ["cut_cfg_a", "cut_cfg_b"];
+    let scale = poly.scale();
+    for (i, &cut) in cuts.iter().enumerate() {
+        // Alternately: a dedicated pool of another size, connected now; back to the shared
+        // pool, pinged now.
+        let size = 2 + (i % 3) as u32;
+        let _ = tokio::time::timeout(
+            ms(cut),
+            scale.connect_db(&names, DbConfig::new().max_connections(size)),
+        )
+        .await;
+        let _ = tokio::time::timeout(
+            ms(cut),
+            scale.set_db(&names, DbConfig::new().cold_start(false)),
+        )
+        .await;
+    }
+    // The last configuration asked for: a dedicated pool of 3 each.
+    tokio::time::timeout(
+        HANG,
+        scale.connect_db(&names, DbConfig::new().max_connections(3)),
+    )
+    .await
+    .expect("connect_db hung")
+    .unwrap();
+    proxy.pass_through();
+    for name in names {
+        let stats = poly.stats().db(name).await.unwrap();
+        assert_eq!(stats.pool_kind, polymongo::PoolKind::Dedicated, "{name}");
+        assert_eq!(stats.pool.max_size, 3, "{name}: {stats:?}");
+    }
+    settle(
+        "one open dedicated pool per database, and clients only for open pools",
+        HANG,
+        || {
+            std::future::ready({
+                let general = poly.stats().general();
+                let open_dedicated = poly.open_dedicated_pools();
+                // The main pool and the two dedicated ones; pools re-configured away close in
+                // the background.
+                if open_dedicated == 2 && poly.live_clients() == 3 {
+                    pools_at_rest(&poly)
+                } else {
+                    Err(format!(
+                        "{open_dedicated} dedicated pools open, {} live clients, {} dedicated \
+                         listed",
+                        poly.live_clients(),
+                        general.dedicated.len()
+                    ))
+                }
+            })
+        },
+    )
+    .await;
+    poly.close_all(Duration::from_secs(5)).await;
+    connections_back_to(&server, baseline, Duration::from_secs(10), "cut set_db").await;
+}
+
+#[tokio::test]
+async fn cut_directory_reads_leave_nothing_behind() {
+    let server = common::server().await;
+    let proxy = proxy_for(&server).await;
+    let poly = PolyMongo::builder()
+        .uri(proxy.uri_for(server.uri()))
+        .max_pool_size(4)
+        .database_idle_timeout(ms(200))
+        .cluster("cell_a", polymongo::ClusterConfig::new(server.uri()))
+        .directory(
+            polymongo::DirectoryConfig::on("main")
+                .database_prefix("t_")
+                .watch(false),
+        )
+        .build()
+        .await
+        .unwrap();
+    let tenants = poly.tenants().unwrap();
+    for id in ["one", "two", "three"] {
+        tenants
+            .create(id, polymongo::tenants::CreateTenant::new())
+            .await
+            .unwrap();
+    }
+    proxy.set_latency(ms(20));
+    let cuts = slow_cuts();
+    let list = || tenants.list(polymongo::tenants::ListTenants::new().limit(2));
+    eprintln!("list: {} finished", cut_each(&cuts, list).await);
+    eprintln!(
+        "census: {} finished",
+        cut_each(&cuts, || tenants.census()).await
+    );
+    eprintln!(
+        "clusters: {} finished",
+        cut_each(&cuts, || tenants.clusters()).await
+    );
+    eprintln!(
+        "get: {} finished",
+        cut_each(&cuts, || tenants.get("two")).await
+    );
+    eprintln!(
+        "recount_places: {} finished",
+        cut_each(&cuts, || tenants.recount_places()).await
+    );
+    proxy.pass_through();
+    manager_at_rest(&poly, "cut directory reads").await;
+    assert_eq!(tenants.reads_in_flight(), 0);
+    let page = tenants
+        .list(polymongo::tenants::ListTenants::new().limit(10))
+        .await
+        .unwrap();
+    assert_eq!(page.tenants.len(), 3, "{page:?}");
+    let places = tenants.recount_places().await.unwrap();
+    assert_eq!(places.values().sum::<u64>(), 3, "{places:?}");
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn builds_cut_while_they_connect_leave_no_connection_or_task() {
+    let server = common::server().await;
+    let baseline = common::connections(&server).await;
+    let proxy = proxy_for(&server).await;
+    let tasks = tokio::runtime::Handle::current().metrics();
+    let idle_tasks = tasks.num_alive_tasks();
+    proxy.set_latency(ms(20));
+    let cuts = slow_cuts();
+    let mut built = 0;
+    for &cut in &cuts {
+        let build = PolyMongo::builder()
+            .uri(proxy.uri_for(server.uri()))
+            .default_db("main")
+            .cold_start(false)
+            .db(
+                "cut_build",
+                DbConfig::new().max_connections(2).cold_start(false),
+            )
+            .build();
+        if let Ok(poly) = tokio::time::timeout(ms(cut), build).await {
+            poly.unwrap().close_all(Duration::from_secs(5)).await;
+            built += 1;
+        }
+    }
+    eprintln!("build: {built} of {} finished before their cut", cuts.len());
+    proxy.pass_through();
+    connections_back_to(&server, baseline, HANG, "cut builds").await;
+    settle("the cut managers' tasks ended", HANG, || {
+        std::future::ready(match tasks.num_alive_tasks() {
+            n if n <= idle_tasks => Ok(()),
+            n => Err(format!("{n} tasks alive, {idle_tasks} before")),
+        })
+    })
+    .await;
 }

@@ -203,6 +203,14 @@ impl DbEntry {
             .clear();
     }
 
+    /// [`renew_models`](Self::renew_models) when the returned guard drops. Taken before a
+    /// drop or an overwrite is sent: the server may carry it out although the caller's future
+    /// is dropped before the answer (a `timeout`), and marks kept then would say indexes
+    /// exist that are gone.
+    pub(crate) fn renew_models_after(&self) -> RenewModels<'_> {
+        RenewModels(self)
+    }
+
     /// The database's usage counters, made on first use; `None` when analytics are off.
     #[inline]
     pub(crate) fn usage(&self) -> Option<(&Arc<Usage>, &Arc<DbUsage>)> {
@@ -277,5 +285,14 @@ impl fmt::Debug for DbEntry {
             .field("cluster", &self.pool.label())
             .field("live", &self.is_live())
             .finish()
+    }
+}
+
+/// Renews an entry's model states when dropped: see [`DbEntry::renew_models_after`].
+pub(crate) struct RenewModels<'a>(&'a DbEntry);
+
+impl Drop for RenewModels<'_> {
+    fn drop(&mut self) {
+        self.0.renew_models();
     }
 }

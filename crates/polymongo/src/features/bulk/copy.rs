@@ -89,6 +89,10 @@ impl Bulk<'_> {
         let read_error = |e| Error::from_driver(e, from.pool.label());
         let write_error = |e| Error::from_driver_op(e, to.pool.label(), OpKind::Write);
         let specs = collection_specs(&from.database).await.map_err(read_error)?;
+        // `$out` replaces target collections and a drop-first copy drops the database: the
+        // models' indexes there are ensured again on their next use, also when this future is
+        // dropped after the server did either.
+        let renew = to.renew_models_after();
         if options.drop_target_first {
             to.database.drop().await.map_err(write_error)?;
         }
@@ -107,9 +111,7 @@ impl Bulk<'_> {
         };
         let outcome = copy.all(&specs, same_pool).await;
         let report = copy.report;
-        // `$out` replaces target collections and a drop-first copy drops the database: the
-        // models' indexes there are ensured again on their next use.
-        to.renew_models();
+        drop(renew);
         match outcome {
             Ok(()) => {
                 tracing::info!(
@@ -137,12 +139,12 @@ impl Bulk<'_> {
 /// [`Bulk::drop_database`] on a database already leased (on the cluster its owner chose).
 pub(crate) async fn drop_on(lease: &DbLease) -> Result<()> {
     let slot = &lease.entry;
-    slot.database
-        .drop()
-        .await
-        .map_err(|e| Error::from_driver_op(e, slot.pool.label(), OpKind::Write))?;
-    // The models' indexes went with it: ensured again on their next use.
-    slot.renew_models();
+    // The models' indexes go with the database: ensured again on their next use, whatever
+    // the outcome (a failed or cut drop may still have been carried out).
+    let renew = slot.renew_models_after();
+    let dropped = slot.database.drop().await;
+    drop(renew);
+    dropped.map_err(|e| Error::from_driver_op(e, slot.pool.label(), OpKind::Write))?;
     tracing::info!(database = %slot.database.name(), cluster = %slot.pool.label(), "database dropped");
     Ok(())
 }

@@ -292,10 +292,12 @@ impl Importer<'_> {
             match record {
                 Record::Header(_) => {
                     if self.options.drop_target_first {
+                        // Whatever the outcome, the database may be gone, also when this
+                        // future is dropped before the answer: the models' indexes are
+                        // ensured again on their next use.
+                        let renew = self.entry.renew_models_after();
                         let dropped = self.database.drop().await;
-                        // Whatever the outcome, the database may be gone: the models'
-                        // indexes are ensured again on their next use.
-                        self.entry.renew_models();
+                        drop(renew);
                         if let Err(e) = dropped {
                             return self.stop(
                                 None,
