@@ -41,7 +41,13 @@ pub const MAX_APP_NAME_BYTES: usize = 128;
 /// # Ok(()) }
 /// ```
 ///
-/// `Debug` shows the URI with its password replaced by `***`.
+/// [`validate`](Self::validate) (run by `build`) refuses, naming the key: zero where zero
+/// means nothing, any duration above [`MAX_DURATION`] (about 100 years), an empty
+/// `app_name`, a URI whose `maxPoolSize=0` would be the pool's size, and an invalid
+/// `databases` section.
+///
+/// `Debug` shows the URI with its password replaced by `***`, and names (`default_db`, map
+/// keys, the directory's) with any credentials a URI put there by mistake would carry.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
@@ -61,7 +67,7 @@ pub struct Options {
     /// `false`: [`build`](crate::PolyMongoBuilder::build) connects the main pool and checks it.
     pub cold_start: bool,
     /// Name sent to the server in the handshake (shown in its logs and `currentOp`).
-    /// Default: the URI's `appName`, else none.
+    /// Default: the URI's `appName`, else none. Not empty; at most 128 bytes.
     pub app_name: Option<String>,
     /// How [`PolyMongo::connect`](crate::PolyMongo::connect) retries a cluster that does not answer.
     pub retry: RetryOptions,
@@ -168,6 +174,61 @@ pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(30);
 /// Default of [`Options::max_cached_databases`].
 pub const DEFAULT_MAX_CACHED_DATABASES: usize = 100_000;
 
+/// Longest duration any option accepts (about a hundred years): anything longer is a typo
+/// or meant "never", and this bound keeps every deadline and product the library and the
+/// driver make of a duration (`now + d`, twice the refresh, milliseconds in a `u64`) far
+/// from overflowing, where a bigger value would panic or wrap to a short one.
+pub const MAX_DURATION: Duration =
+    Duration::from_secs(100 * 365 * 24 * 60 * 60 + 25 * 24 * 60 * 60);
+
+/// Refuses a duration longer than [`MAX_DURATION`], naming `field`.
+pub(crate) fn within_max_duration(
+    duration: Duration,
+    error: impl FnOnce(String) -> Error,
+) -> Result<()> {
+    if duration > MAX_DURATION {
+        return Err(error(format!(
+            "{duration:?} is too long: must be at most {MAX_DURATION:?} (100 years)"
+        )));
+    }
+    Ok(())
+}
+
+/// A name error whose name is shown with any credentials redacted: a URI put where a name
+/// belongs is a common slip, and the error must not carry its password.
+pub(crate) fn redacted_name(error: Error) -> Error {
+    match error {
+        Error::InvalidName { what, name, rule } => Error::InvalidName {
+            what,
+            name: redact_uri(&name),
+            rule,
+        },
+        other => other,
+    }
+}
+
+/// The driver's reason for refusing a connection string, without the `Kind: …, labels: …`
+/// dump of its `Display`, and with every secret of `uri` removed.
+pub(crate) fn uri_problem(error: &mongodb::error::Error, uri: &str) -> String {
+    let reason = match &*error.kind {
+        mongodb::error::ErrorKind::InvalidArgument { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    format!("{}: {}", redact_uri(uri), scrub(&reason, uri))
+}
+
+/// A map's `Debug` with each key redacted, for maps keyed by names a user may have filled
+/// with a URI.
+pub(crate) struct RedactedKeys<'a, V>(pub(crate) &'a BTreeMap<String, V>);
+
+impl<V: fmt::Debug> fmt::Debug for RedactedKeys<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (redact_uri(k), v)))
+            .finish()
+    }
+}
+
 /// The shortest `heartbeat_frequency` the driver accepts.
 const MIN_HEARTBEAT_FREQUENCY: Duration = Duration::from_millis(500);
 
@@ -270,18 +331,20 @@ impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("uri", &redact_uri(&self.uri))
-            .field("default_db", &self.default_db)
+            // Names and the application name are redacted too: a URI put there by mistake
+            // must not show its password.
+            .field("default_db", &self.default_db.as_deref().map(redact_uri))
             .field("max_pool_size", &self.max_pool_size)
             .field("min_free_connections", &self.min_free_connections)
             .field("idle_timeout", &self.idle_timeout)
             .field("cold_start", &self.cold_start)
-            .field("app_name", &self.app_name)
+            .field("app_name", &self.app_name.as_deref().map(redact_uri))
             .field("retry", &self.retry)
             .field("server_selection_timeout", &self.server_selection_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat_frequency", &self.heartbeat_frequency)
-            .field("databases", &self.databases)
-            .field("clusters", &self.clusters)
+            .field("databases", &RedactedKeys(&self.databases))
+            .field("clusters", &RedactedKeys(&self.clusters))
             .field("directory", &self.directory)
             .field("max_dedicated_pools", &self.max_dedicated_pools)
             .field("usage_analytics", &self.usage_analytics)
@@ -301,6 +364,10 @@ fn config(field: &'static str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Why a URI's `maxPoolSize=0` is refused.
+const ZERO_POOL: &str = "maxPoolSize=0 would let the pool open no connection, so every \
+                         operation would wait forever; give at least 1 (or set max_pool_size)";
+
 /// Size of a dedicated pool: its own maximum (else the global one) and minimum (default 0).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DedicatedSize {
@@ -316,14 +383,25 @@ pub(crate) struct Resolved {
 }
 
 impl Options {
-    /// Checks every field that can be checked without I/O. Errors name the field.
+    /// Checks every field that can be checked without I/O, the `databases` sections
+    /// included. Errors name the field (for a database section: the database and its field).
     pub fn validate(&self) -> Result<()> {
-        self.connection_string()?;
+        let conn = self.connection_string()?;
         if let Some(db) = &self.default_db {
-            validate_database_name(db).map_err(|e| config("default_db", e.to_string()))?;
+            validate_database_name(db)
+                .map_err(|e| config("default_db", redacted_name(e).to_string()))?;
         }
         if self.max_pool_size == Some(0) {
             return Err(config("max_pool_size", "must be at least 1"));
+        }
+        if let (None, Some(db)) = (&self.default_db, &conn.default_database) {
+            validate_database_name(db).map_err(|e| config("uri", redacted_name(e).to_string()))?;
+        }
+        if self.max_pool_size.is_none() && conn.max_pool_size == Some(0) {
+            return Err(config(
+                "uri",
+                format!("{}: {ZERO_POOL}", redact_uri(&self.uri)),
+            ));
         }
         let max = self.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE);
         if self.min_free_connections > max {
@@ -344,6 +422,21 @@ impl Options {
                 return Err(config(field, "must be longer than zero"));
             }
         }
+        for (field, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("server_selection_timeout", self.server_selection_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("heartbeat_frequency", self.heartbeat_frequency),
+            ("wait_queue_timeout", self.wait_queue_timeout),
+            ("database_idle_timeout", Some(self.database_idle_timeout)),
+            ("idle_close_grace", Some(self.idle_close_grace)),
+            ("retry.interval", Some(self.retry.interval)),
+            ("retry.max_interval", Some(self.retry.max_interval)),
+        ] {
+            if let Some(value) = value {
+                within_max_duration(value, |m| config(field, m))?;
+            }
+        }
         if self
             .heartbeat_frequency
             .is_some_and(|f| f < MIN_HEARTBEAT_FREQUENCY)
@@ -354,6 +447,12 @@ impl Options {
             ));
         }
         if let Some(name) = &self.app_name {
+            if name.is_empty() {
+                return Err(config(
+                    "app_name",
+                    "is empty: give a name, or leave the option out",
+                ));
+            }
             if name.len() > MAX_APP_NAME_BYTES {
                 return Err(config(
                     "app_name",
@@ -391,7 +490,11 @@ impl Options {
         if self.retry.backoff == 0 {
             return Err(config("retry.backoff", "must be at least 1"));
         }
-        tenant_config::validate(&self.clusters, self.directory.as_ref())
+        tenant_config::validate(&self.clusters, self.directory.as_ref())?;
+        for (name, db) in &self.databases {
+            db.validate(name)?;
+        }
+        Ok(())
     }
 
     fn connection_string(&self) -> Result<ConnectionString> {
@@ -401,16 +504,7 @@ impl Options {
                 "is required (a mongodb:// or mongodb+srv:// connection string)",
             ));
         }
-        ConnectionString::parse(&self.uri).map_err(|e| {
-            config(
-                "uri",
-                format!(
-                    "{}: {}",
-                    redact_uri(&self.uri),
-                    scrub(&e.to_string(), &self.uri)
-                ),
-            )
-        })
+        ConnectionString::parse(&self.uri).map_err(|e| config("uri", uri_problem(&e, &self.uri)))
     }
 
     /// Validates, then resolves the main URI into driver options (SRV and TXT lookups for
@@ -445,12 +539,10 @@ impl Options {
         uri: &str,
         dedicated: Option<DedicatedSize>,
     ) -> std::result::Result<ClientOptions, (&'static str, String)> {
-        let label = redact_uri(uri);
-        let conn = ConnectionString::parse(uri)
-            .map_err(|e| ("uri", format!("{label}: {}", scrub(&e.to_string(), uri))))?;
+        let conn = ConnectionString::parse(uri).map_err(|e| ("uri", uri_problem(&e, uri)))?;
         let mut opts = ClientOptions::parse(conn)
             .await
-            .map_err(|e| ("uri", format!("{label}: {}", scrub(&e.to_string(), uri))))?;
+            .map_err(|e| ("uri", uri_problem(&e, uri)))?;
         let max = dedicated
             .and_then(|d| d.max)
             .or(self.max_pool_size)
@@ -460,6 +552,10 @@ impl Options {
             Some(d) => (d.min, "min_connections"),
             None => (self.min_free_connections, "min_free_connections"),
         };
+        if max == 0 {
+            // Only the URI's `maxPoolSize` can be 0 here: the options refuse it.
+            return Err(("uri", format!("{}: {ZERO_POOL}", redact_uri(uri))));
+        }
         if min > max {
             return Err((field, format!("{min} is more than the pool size ({max})")));
         }

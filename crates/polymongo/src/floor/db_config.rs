@@ -14,13 +14,14 @@ use std::fmt;
 use std::time::Duration;
 
 use mongodb::options::{
-    ConnectionString, DatabaseOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
+    Acknowledgment, ConnectionString, DatabaseOptions, ReadConcern, ReadConcernLevel,
+    ReadPreference, SelectionCriteria, WriteConcern,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::floor::config::DedicatedSize;
+use crate::floor::config::{redacted_name, uri_problem, within_max_duration, DedicatedSize};
 use crate::floor::error::{Error, Result};
-use crate::floor::redact::{redact_uri, scrub};
+use crate::floor::redact::redact_uri;
 
 /// Configuration of one database. Every field is optional; [`DbConfig::new`] is "share the main
 /// pool, no special options".
@@ -69,9 +70,12 @@ pub struct DbConfig {
     pub cold_start: Option<bool>,
     /// Read preference of the database's handles (for example secondaries for analytics).
     pub read_preference: Option<ReadPreference>,
-    /// Read concern of the database's handles.
+    /// Read concern of the database's handles: `{ level = "majority" }`.
+    #[serde(deserialize_with = "strict_read_concern")]
     pub read_concern: Option<ReadConcern>,
-    /// Write concern of the database's handles.
+    /// Write concern of the database's handles: `{ w = "majority", j = true, wtimeout = 5000 }`
+    /// (`journal` and `wtimeoutMS`, in milliseconds, are accepted for `j` and `wtimeout`).
+    #[serde(deserialize_with = "strict_write_concern")]
     pub write_concern: Option<WriteConcern>,
     /// Most handles of this database alive at once — the noisy-neighbour guard for a database
     /// on a shared pool. [`ModelHandle::acquire`](crate::ModelHandle::acquire) waits for a
@@ -81,6 +85,40 @@ pub struct DbConfig {
     /// How long `acquire` waits for a slot under `max_concurrent_ops`. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
+}
+
+/// The driver's concerns ignore keys they do not know, so a misspelt `journal` or
+/// `wtimeout` would be dropped without a word: these read the same keys and refuse others.
+fn strict_read_concern<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<ReadConcern>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        level: ReadConcernLevel,
+    }
+    Ok(Option::<Strict>::deserialize(deserializer)?.map(|s| s.level.into()))
+}
+
+fn strict_write_concern<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<WriteConcern>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        w: Option<Acknowledgment>,
+        #[serde(alias = "wtimeoutMS")]
+        wtimeout: Option<u64>,
+        #[serde(alias = "journal")]
+        j: Option<bool>,
+    }
+    Ok(Option::<Strict>::deserialize(deserializer)?.map(|s| {
+        WriteConcern::builder()
+            .w(s.w)
+            .w_timeout(s.wtimeout.map(Duration::from_millis))
+            .journal(s.j)
+            .build()
+    }))
 }
 
 /// Default wait for a slot of a database with `max_concurrent_ops`.
@@ -206,17 +244,17 @@ impl DbConfig {
             field,
             message,
         };
-        crate::floor::name::validate_database_name(database)?;
+        crate::floor::name::validate_database_name(database).map_err(redacted_name)?;
         if let Some(uri) = &self.uri {
             if uri.trim().is_empty() {
                 return Err(err("uri", "is empty".into()));
             }
-            ConnectionString::parse(uri).map_err(|e| {
-                err(
-                    "uri",
-                    format!("{}: {}", redact_uri(uri), scrub(&e.to_string(), uri)),
-                )
-            })?;
+            ConnectionString::parse(uri).map_err(|e| err("uri", uri_problem(&e, uri)))?;
+        }
+        for (field, value) in [("ttl", self.ttl), ("queue_timeout", self.queue_timeout)] {
+            if let Some(value) = value {
+                within_max_duration(value, |m| err(field, m))?;
+            }
         }
         if self.max_connections == Some(0) {
             return Err(err("max_connections", "must be at least 1".into()));

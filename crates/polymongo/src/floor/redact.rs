@@ -313,13 +313,41 @@ pub(crate) fn scrub(message: &str, uri: &str) -> String {
 
 /// Removes the values quoted in a deserialisation error (serde's `invalid type: string
 /// "…"`, `invalid value: …`, `unknown variant `…``), which can be a URI with its password,
-/// keeping what was expected and where.
+/// keeping what was expected and where; a key quoted in backquotes (`duplicate key `…``,
+/// `unknown field `…``) is kept with any credentials redacted.
 ///
 /// ```
 /// let message = r#"invalid type: string "mongodb://u:pw@h", expected u32"#;
 /// assert_eq!(polymongo::redact_config_error(message), "invalid type: string, expected u32");
+/// assert_eq!(
+///     polymongo::redact_config_error("duplicate key `mongodb://u:pw@h` in table `clusters`"),
+///     "duplicate key `mongodb://u:***@h` in table `clusters`"
+/// );
 /// ```
 pub fn redact_config_error(message: &str) -> String {
+    redact_backquoted(&drop_quoted_value(message))
+}
+
+/// Each `` `…` `` of `message` through [`redact_uri`].
+fn redact_backquoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        // Odd pieces stand between two backquotes; a trailing unpaired piece is redacted too.
+        if i % 2 == 0 {
+            out.push_str(&redact_uri(part));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn drop_quoted_value(message: &str) -> String {
     const QUOTING: [(&str, &str); 3] = [
         ("invalid type: ", ", expected"),
         ("invalid value: ", ", expected"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use mongodb::options::ConnectionString;
 use serde::{Deserialize, Serialize};
 
+use crate::floor::config::{redacted_name, within_max_duration};
 use crate::floor::error::{Error, Result};
 use crate::floor::name::validate_database_name;
 use crate::floor::redact::redact_uri;
@@ -89,7 +90,10 @@ impl fmt::Debug for ClusterConfig {
 }
 
 /// Where the tenant directory lives and how each instance keeps its copy current.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+///
+/// `Debug` shows the names with any credentials redacted (a URI given for `cluster` by
+/// mistake keeps its password hidden).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// The cluster holding it: a name of the `clusters` option, or `"main"`.
@@ -116,6 +120,19 @@ pub struct DirectoryConfig {
     /// `refresh`.
     #[serde(with = "humantime_serde")]
     pub max_staleness: Option<Duration>,
+}
+
+impl fmt::Debug for DirectoryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryConfig")
+            .field("cluster", &redact_uri(&self.cluster))
+            .field("database", &redact_uri(&self.database))
+            .field("database_prefix", &redact_uri(&self.database_prefix))
+            .field("refresh", &self.refresh)
+            .field("watch", &self.watch)
+            .field("max_staleness", &self.max_staleness)
+            .finish()
+    }
 }
 
 impl Default for DirectoryConfig {
@@ -198,7 +215,10 @@ pub(crate) fn validate(
         {
             return Err(config(
                 "clusters",
-                format!("cluster name {name:?}: use letters, digits, '_' and '-'"),
+                format!(
+                    "cluster name {:?}: use letters, digits, '_' and '-'",
+                    redact_uri(name)
+                ),
             ));
         }
         ConnectionString::parse(&c.uri).map_err(|_| {
@@ -245,15 +265,17 @@ pub(crate) fn validate(
             "directory.cluster",
             format!(
                 "{:?} is not a cluster of the `clusters` option (nor \"main\")",
-                d.cluster
+                redact_uri(&d.cluster)
             ),
         ));
     }
-    validate_database_name(&d.database).map_err(|e| config("directory.database", e.to_string()))?;
+    validate_database_name(&d.database)
+        .map_err(|e| config("directory.database", redacted_name(e).to_string()))?;
     if !d.database_prefix.is_empty() {
         validate_database_name(&d.database_prefix)
-            .map_err(|e| config("directory.database_prefix", e.to_string()))?;
+            .map_err(|e| config("directory.database_prefix", redacted_name(e).to_string()))?;
     }
+    within_max_duration(d.refresh, |m| config("directory.refresh", m))?;
     if d.refresh < MIN_DIRECTORY_REFRESH {
         return Err(config(
             "directory.refresh",
@@ -261,7 +283,8 @@ pub(crate) fn validate(
         ));
     }
     if let Some(bound) = d.max_staleness {
-        if bound < d.refresh * 2 {
+        within_max_duration(bound, |m| config("directory.max_staleness", m))?;
+        if bound < d.refresh.saturating_mul(2) {
             return Err(config(
                 "directory.max_staleness",
                 format!(
