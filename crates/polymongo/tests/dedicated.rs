@@ -283,6 +283,30 @@ async fn cold_start_false_connects_when_configured() {
     .await;
 }
 
+/// A URI's `minPoolSize` keeps that many connections open: the option's default of 0
+/// (`min_free_connections`) used to replace it without a word.
+#[tokio::test]
+async fn a_uri_min_pool_size_keeps_its_connections_open() {
+    let s = server().await;
+    let baseline = connections(&s).await;
+    let separator = if s.uri().contains('?') { '&' } else { '?' };
+    let poly = PolyMongo::builder()
+        .uri(format!("{}{separator}minPoolSize=3", s.uri()))
+        .cold_start(false)
+        .build()
+        .await
+        .unwrap();
+    // At least one monitor connection besides the three idle ones; without the URI's
+    // minimum the pool holds only the connection of the build's ping.
+    eventually(
+        "the pool to hold the URI's three idle connections",
+        Duration::from_secs(10),
+        || async { (connections(&s).await >= baseline + 1 + 3).then_some(()) },
+    )
+    .await;
+    poly.close_all(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn connect_db_surfaces_connection_errors_now() {
     let a = server().await;

@@ -58,7 +58,8 @@ pub struct Options {
     pub default_db: Option<String>,
     /// Most connections each pool opens. Default: the URI's `maxPoolSize`, else 10.
     pub max_pool_size: Option<u32>,
-    /// Connections each pool keeps open even when idle (the driver's `minPoolSize`). Default 0.
+    /// Connections each pool keeps open even when idle (the driver's `minPoolSize`). Default 0;
+    /// a URI's `minPoolSize` larger than this is kept.
     pub min_free_connections: u32,
     /// Idle connections older than this are closed by the driver (`maxIdleTimeMS`). Default: never.
     #[serde(with = "humantime_serde")]
@@ -551,6 +552,12 @@ impl Options {
         let (min, field) = match dedicated {
             Some(d) => (d.min, "min_connections"),
             None => (self.min_free_connections, "min_free_connections"),
+        };
+        // A URI's `minPoolSize` is the user's too: the option's default of 0 must not erase
+        // it. The larger of the two is kept.
+        let (min, field) = match opts.min_pool_size {
+            Some(from_uri) if from_uri > min => (from_uri, "uri"),
+            _ => (min, field),
         };
         if max == 0 {
             // Only the URI's `maxPoolSize` can be 0 here: the options refuse it.
