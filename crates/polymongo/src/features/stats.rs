@@ -273,7 +273,10 @@ impl<'a> Stats<'a> {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Closed`], and the driver's error if the server fails.
     pub async fn db(&self, name: &str) -> Result<DbStats> {
-        let slot = self.registry.lease(name)?.entry;
+        // The whole lease is held while the reads run: a dedicated pool in use is not closed
+        // for idleness under them.
+        let lease = self.registry.lease(name)?;
+        let slot = &lease.entry;
         let label = slot.pool.label().to_owned();
         let driver = |e| Error::from_driver(e, &label);
         let db = &slot.database;
