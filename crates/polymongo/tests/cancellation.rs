@@ -19,7 +19,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use polymongo::bulk::{CollectionDump, Dump, ExportOptions, ImportOptions, WriteMode};
-use polymongo::{ConnectionState, DbConfig, Error, Model, PolyMongo};
+use polymongo::{ConnectionState, DbConfig, Error, Model, PolyMongo, PolyMongoBuilder};
 use polymongo_testkit::{FaultProxy, TestServer};
 use serde::{Deserialize, Serialize};
 
@@ -905,13 +905,18 @@ fn slow_cuts() -> Vec<u64> {
     CUTS_MS.into_iter().chain([60, 80, 120, 160, 200]).collect()
 }
 
-/// A manager through `proxy` with a pool of 4, whose databases are forgotten 200 ms after
-/// their last use (so a lease a cut future kept shows as a database still cached).
-async fn manager_through(server: &TestServer, proxy: &FaultProxy) -> PolyMongo {
+/// A manager's builder through `proxy`, with a pool of 4.
+fn builder_through(server: &TestServer, proxy: &FaultProxy) -> PolyMongoBuilder {
     PolyMongo::builder()
         .uri(proxy.uri_for(server.uri()))
         .default_db("main")
         .max_pool_size(4)
+}
+
+/// A manager through `proxy` with a pool of 4, whose databases are forgotten 200 ms after
+/// their last use (so a lease a cut future kept shows as a database still cached).
+async fn manager_through(server: &TestServer, proxy: &FaultProxy) -> PolyMongo {
+    builder_through(server, proxy)
         .database_idle_timeout(ms(200))
         .build()
         .await
@@ -961,10 +966,7 @@ async fn drops_cut_after_the_server_dropped_still_renew_the_models_indexes() {
     let proxy = proxy_for(&server).await;
     // Databases stay cached (the default idle timeout): a forgotten entry would make the
     // marks afresh and hide what a cut left in the old one.
-    let poly = PolyMongo::builder()
-        .uri(proxy.uri_for(server.uri()))
-        .default_db("main")
-        .max_pool_size(4)
+    let poly = builder_through(&server, &proxy)
         .build()
         .await
         .expect("manager builds");
@@ -1142,10 +1144,7 @@ async fn cut_reads_leave_no_lease_connection_or_figure_behind() {
             .unwrap();
     }
     let proxy = proxy_for(&server).await;
-    let poly = PolyMongo::builder()
-        .uri(proxy.uri_for(server.uri()))
-        .default_db("main")
-        .max_pool_size(4)
+    let poly = builder_through(&server, &proxy)
         .database_idle_timeout(ms(200))
         .db("cut_dedicated", DbConfig::new().max_connections(2))
         .build()
@@ -1262,10 +1261,7 @@ async fn cut_configurations_leave_one_route_and_no_stray_pool() {
     let server = common::server().await;
     let baseline = common::connections(&server).await;
     let proxy = proxy_for(&server).await;
-    let poly = PolyMongo::builder()
-        .uri(proxy.uri_for(server.uri()))
-        .default_db("main")
-        .max_pool_size(4)
+    let poly = builder_through(&server, &proxy)
         .max_dedicated_pools(2)
         .build()
         .await
