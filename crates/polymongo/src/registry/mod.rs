@@ -416,8 +416,8 @@ impl Registry {
             // once per tenth of the bound, not once per database.
             let target = self.limits.max_cached - self.limits.max_cached / 10;
             let excess = self.entries.len().saturating_sub(target);
-            // Two reads of the table instead of a copy of every name: the first finds the
-            // last-use time below which `excess` unused entries lie, the second takes those.
+            // Reads of the table instead of a copy of every name: the first finds the
+            // last-use time below which `excess` unused entries lie, the next take those.
             let mut times: Vec<u64> = self
                 .entries
                 .iter()
@@ -428,13 +428,24 @@ impl Registry {
                 let nth = excess.min(times.len()) - 1;
                 let cutoff = *times.select_nth_unstable(nth).1;
                 drop(times);
-                let oldest: Vec<Box<str>> = self
+                // Every entry older than the cutoff first, then as many as are missing of
+                // those at it: taking `excess` of all those at or below it in the table's order
+                // could keep an older entry and forget newer ones that tie at the cutoff.
+                let mut oldest: Vec<Box<str>> = self
                     .entries
                     .iter()
-                    .filter(|e| unused(e.value()) && e.last_used() <= cutoff)
+                    .filter(|e| unused(e.value()) && e.last_used() < cutoff)
                     .map(|e| e.key().clone())
                     .take(excess)
                     .collect();
+                let ties = excess - oldest.len();
+                oldest.extend(
+                    self.entries
+                        .iter()
+                        .filter(|e| unused(e.value()) && e.last_used() == cutoff)
+                        .map(|e| e.key().clone())
+                        .take(ties),
+                );
                 for name in oldest {
                     if self.entries.remove_if(&name, |_, e| unused(e)).is_some() {
                         forgotten += 1;
